@@ -1,0 +1,52 @@
+# milvus-audit: `make demo` runs the quickstart on embedded Milvus Lite; `make test` runs everything.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+VENV26 := .venv-pymilvus26
+
+.PHONY: demo test lint typecheck unit catalog26 bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.demo: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e ".[lite]"
+	touch $@
+
+$(VENV)/.dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e ".[dev,siem]"
+	# The real Milvus 2.3.5 standalone server, for the authentication tests. Its
+	# [client] extra pins an old pymilvus, hence --no-deps.
+	$(BIN)/pip install -q --no-deps "milvus==2.3.5"
+	touch $@
+
+$(VENV26)/.dev: pyproject.toml
+	$(PYTHON) -m venv $(VENV26)
+	$(VENV26)/bin/pip install -q --upgrade pip
+	$(VENV26)/bin/pip install -q -e . "pymilvus>=2.6,<2.7" pytest pytest-asyncio
+	touch $@
+
+demo: $(VENV)/.demo
+	$(BIN)/python examples/quickstart.py
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check src tests examples benchmarks
+
+typecheck: $(VENV)/.dev
+	$(BIN)/mypy
+
+unit: $(VENV)/.dev
+	scripts/in-netns $(BIN)/pytest -q -p no:cacheprovider
+
+catalog26: $(VENV26)/.dev
+	$(VENV26)/bin/pytest -q -p no:cacheprovider -m catalog tests/test_catalog.py
+
+test: lint typecheck unit catalog26
+
+bench: $(VENV)/.dev
+	$(BIN)/pip install -q -e ".[bench]"
+	scripts/in-netns $(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) $(VENV26) .mypy_cache .ruff_cache .pytest_cache

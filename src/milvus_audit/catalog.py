@@ -1,0 +1,264 @@
+"""The operation catalog: the single source of truth for what each pymilvus method is.
+
+The proxy, the docs, the detection rules and the SIEM mappings all read this table;
+no other module special-cases a method name. Each entry says which category a method
+belongs to, whether it changes state, and which of its parameters name the collection,
+database and target principal. Parameters are named here and resolved to positions
+against the installed pymilvus signatures when a proxy class is built, so one catalog
+serves pymilvus 2.6 and 3.x, sync and async.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+
+class Category(str, enum.Enum):
+    CONNECTION = "connection"
+    DATA_READ = "data_read"
+    DATA_WRITE = "data_write"
+    SCHEMA = "schema"
+    DATABASE = "database"
+    RBAC = "rbac"
+    RESOURCE = "resource"
+    MAINTENANCE = "maintenance"
+    OTHER = "other"
+
+
+class Shape(str, enum.Enum):
+    """How a call's request and response are measured (counts only, never contents)."""
+
+    NONE = "none"
+    SEARCH = "search"  # vectors in `data` (nq), hits per query returned
+    HYBRID_SEARCH = "hybrid_search"  # requests in `reqs`, hits per query returned
+    QUERY = "query"  # filter in, rows returned
+    GET = "get"  # ids in, rows returned
+    WRITE = "write"  # rows in `data`
+    DELETE = "delete"  # ids or filter in, delete_count out
+    ITERATOR = "iterator"  # returns an iterator; each page is a server round trip
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """What one pymilvus method is, for auditing."""
+
+    name: str
+    category: Category
+    mutating: bool = False
+    local: bool = False
+    shape: Shape = Shape.NONE
+    collection: str | None = None
+    database: str | None = "db_name"
+    target_user: str | None = None
+    target_role: str | None = None
+    privilege: str | None = None
+    object_type: str | None = None
+    object_name: str | None = None
+    fixed_object_type: str | None = None
+    privilege_group: str | None = None
+    secrets: tuple[str, ...] = ()
+    switches_database: bool = False
+    closes: bool = False
+    wraps_result: bool = False  # returns a session/iterator whose calls are audited too
+    summary: str = ""
+    extra_params: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def reads(self) -> bool:
+        return self.category is Category.DATA_READ
+
+
+_C = "collection_name"
+
+
+def _op(name: str, category: Category, summary: str, **kw: object) -> Operation:
+    return Operation(name=name, category=category, summary=summary, **kw)  # type: ignore[arg-type]
+
+
+def _local(name: str, summary: str) -> Operation:
+    return Operation(name=name, category=Category.OTHER, local=True, summary=summary)
+
+
+R, W, S, D = Category.DATA_READ, Category.DATA_WRITE, Category.SCHEMA, Category.DATABASE
+A, RES, M, CONN, O = Category.RBAC, Category.RESOURCE, Category.MAINTENANCE, Category.CONNECTION, Category.OTHER
+
+_ENTRIES: tuple[Operation, ...] = (
+    # --- connection -------------------------------------------------------------
+    _op("connect", CONN, "Client construction: connects and authenticates.", database=None),
+    _op("close", CONN, "Closes the client's connection.", database=None, closes=True),
+    _op("session", CONN, "Opens a session pinned to a cluster; its calls are audited.",
+        database=None, wraps_result=True),
+    _op("get_server_version", CONN, "Reads the server version."),
+    _op("get_server_type", CONN, "Reads the server type.", database=None),
+    _op("use_database", CONN, "Switches the client's current database.", switches_database=True),
+    _op("using_database", CONN, "Switches the client's current database.", switches_database=True),
+    # --- data reads -------------------------------------------------------------
+    _op("search", R, "Vector similarity search.", shape=Shape.SEARCH, collection=_C),
+    _op("hybrid_search", R, "Multi-vector search with reranking.", shape=Shape.HYBRID_SEARCH, collection=_C),
+    _op("query", R, "Scalar query by filter or ids.", shape=Shape.QUERY, collection=_C),
+    _op("get", R, "Reads rows by primary key.", shape=Shape.GET, collection=_C),
+    _op("query_iterator", R, "Pages through rows matching a filter; every page is audited.",
+        shape=Shape.ITERATOR, collection=_C, wraps_result=True),
+    _op("search_iterator", R, "Pages through search hits; every page is audited.",
+        shape=Shape.ITERATOR, collection=_C, wraps_result=True),
+    _op("run_analyzer", R, "Runs a text analyzer on the server.", collection=_C),
+    # --- data writes ------------------------------------------------------------
+    _op("insert", W, "Inserts rows.", mutating=True, shape=Shape.WRITE, collection=_C),
+    _op("upsert", W, "Inserts or replaces rows.", mutating=True, shape=Shape.WRITE, collection=_C),
+    _op("delete", W, "Deletes rows by ids or filter.", mutating=True, shape=Shape.DELETE, collection=_C),
+    _op("truncate_collection", W, "Removes every row of a collection.", mutating=True, collection=_C),
+    # --- schema -----------------------------------------------------------------
+    _op("create_collection", S, "Creates a collection.", mutating=True, collection=_C),
+    _op("drop_collection", S, "Drops a collection and its data.", mutating=True, collection=_C),
+    _op("rename_collection", S, "Renames a collection.", mutating=True, collection="old_name",
+        extra_params={"new_name": "milvus_audit.new_name", "target_db": "milvus_audit.target_db"}),
+    _op("has_collection", S, "Checks whether a collection exists.", collection=_C),
+    _op("describe_collection", S, "Describes a collection's schema.", collection=_C),
+    _op("list_collections", S, "Lists collections."),
+    _op("get_collection_stats", S, "Reads a collection's row count.", collection=_C),
+    _op("alter_collection_properties", S, "Changes collection properties.", mutating=True, collection=_C),
+    _op("drop_collection_properties", S, "Removes collection properties.", mutating=True, collection=_C),
+    _op("add_collection_field", S, "Adds a field to a collection.", mutating=True, collection=_C),
+    _op("alter_collection_field", S, "Changes a field's properties.", mutating=True, collection=_C),
+    _op("drop_collection_field", S, "Drops a field from a collection.", mutating=True, collection=_C),
+    _op("add_collection_struct_field", S, "Adds a struct field to a collection.", mutating=True, collection=_C),
+    _op("add_collection_function", S, "Adds a function to a collection.", mutating=True, collection=_C),
+    _op("alter_collection_function", S, "Changes a collection function.", mutating=True, collection=_C),
+    _op("drop_collection_function", S, "Drops a collection function.", mutating=True, collection=_C),
+    _op("add_function_field", S, "Adds a function output field.", mutating=True, collection=_C),
+    _op("drop_function_field", S, "Drops a function output field.", mutating=True, collection=_C),
+    _op("create_partition", S, "Creates a partition.", mutating=True, collection=_C),
+    _op("drop_partition", S, "Drops a partition and its data.", mutating=True, collection=_C),
+    _op("has_partition", S, "Checks whether a partition exists.", collection=_C),
+    _op("list_partitions", S, "Lists a collection's partitions.", collection=_C),
+    _op("get_partition_stats", S, "Reads a partition's row count.", collection=_C),
+    _op("create_alias", S, "Creates a collection alias.", mutating=True, collection=_C),
+    _op("alter_alias", S, "Points an alias at another collection.", mutating=True, collection=_C),
+    _op("drop_alias", S, "Drops a collection alias.", mutating=True),
+    _op("describe_alias", S, "Describes an alias."),
+    _op("list_aliases", S, "Lists aliases.", collection=_C),
+    _op("create_index", S, "Builds an index.", mutating=True, collection=_C),
+    _op("drop_index", S, "Drops an index.", mutating=True, collection=_C),
+    _op("describe_index", S, "Describes an index.", collection=_C),
+    _op("list_indexes", S, "Lists a collection's indexes.", collection=_C),
+    _op("alter_index_properties", S, "Changes index properties.", mutating=True, collection=_C),
+    _op("drop_index_properties", S, "Removes index properties.", mutating=True, collection=_C),
+    # --- database ---------------------------------------------------------------
+    _op("create_database", D, "Creates a database.", mutating=True),
+    _op("drop_database", D, "Drops a database.", mutating=True),
+    _op("list_databases", D, "Lists databases.", database=None),
+    _op("describe_database", D, "Describes a database."),
+    _op("alter_database_properties", D, "Changes database properties.", mutating=True),
+    _op("drop_database_properties", D, "Removes database properties.", mutating=True),
+    # --- rbac and accounts ------------------------------------------------------
+    _op("create_user", A, "Creates a user (the password is never recorded).", mutating=True,
+        target_user="user_name", secrets=("password",)),
+    _op("drop_user", A, "Drops a user.", mutating=True, target_user="user_name"),
+    _op("update_password", A, "Changes a user's password (never recorded).", mutating=True,
+        target_user="user_name", secrets=("old_password", "new_password")),
+    _op("update_user", A, "Changes a user's description.", mutating=True, target_user="user_name"),
+    _op("describe_user", A, "Describes a user and its roles.", target_user="user_name"),
+    _op("list_users", A, "Lists users."),
+    _op("create_role", A, "Creates a role.", mutating=True, target_role="role_name"),
+    _op("drop_role", A, "Drops a role.", mutating=True, target_role="role_name"),
+    _op("alter_role", A, "Changes a role's description.", mutating=True, target_role="role_name"),
+    _op("describe_role", A, "Describes a role's privileges.", target_role="role_name"),
+    _op("list_roles", A, "Lists roles."),
+    _op("grant_role", A, "Grants a role to a user.", mutating=True, target_user="user_name",
+        target_role="role_name"),
+    _op("revoke_role", A, "Revokes a role from a user.", mutating=True, target_user="user_name",
+        target_role="role_name"),
+    _op("grant_privilege", A, "Grants a privilege on an object to a role.", mutating=True,
+        target_role="role_name", privilege="privilege", object_type="object_type",
+        object_name="object_name"),
+    _op("revoke_privilege", A, "Revokes a privilege on an object from a role.", mutating=True,
+        target_role="role_name", privilege="privilege", object_type="object_type",
+        object_name="object_name"),
+    _op("grant_privilege_v2", A, "Grants a privilege on a collection to a role.", mutating=True,
+        target_role="role_name", privilege="privilege", object_name=_C,
+        fixed_object_type="Collection"),
+    _op("revoke_privilege_v2", A, "Revokes a privilege on a collection from a role.", mutating=True,
+        target_role="role_name", privilege="privilege", object_name=_C,
+        fixed_object_type="Collection"),
+    _op("create_privilege_group", A, "Creates a privilege group.", mutating=True,
+        privilege_group="group_name"),
+    _op("drop_privilege_group", A, "Drops a privilege group.", mutating=True,
+        privilege_group="group_name"),
+    _op("list_privilege_groups", A, "Lists privilege groups."),
+    _op("add_privileges_to_group", A, "Adds privileges to a group.", mutating=True,
+        privilege_group="group_name", privilege="privileges"),
+    _op("remove_privileges_from_group", A, "Removes privileges from a group.", mutating=True,
+        privilege_group="group_name", privilege="privileges"),
+    # --- resource management ----------------------------------------------------
+    _op("load_collection", RES, "Loads a collection into memory.", mutating=True, collection=_C),
+    _op("release_collection", RES, "Releases a collection from memory.", mutating=True, collection=_C),
+    _op("load_partitions", RES, "Loads partitions into memory.", mutating=True, collection=_C),
+    _op("release_partitions", RES, "Releases partitions from memory.", mutating=True, collection=_C),
+    _op("refresh_load", RES, "Refreshes a loaded collection.", mutating=True, collection=_C),
+    _op("get_load_state", RES, "Reads a collection's load state.", collection=_C),
+    _op("create_resource_group", RES, "Creates a resource group.", mutating=True),
+    _op("drop_resource_group", RES, "Drops a resource group.", mutating=True),
+    _op("update_resource_groups", RES, "Reconfigures resource groups.", mutating=True),
+    _op("describe_resource_group", RES, "Describes a resource group."),
+    _op("list_resource_groups", RES, "Lists resource groups."),
+    _op("transfer_replica", RES, "Moves replicas between resource groups.", mutating=True, collection=_C),
+    _op("describe_replica", RES, "Describes a collection's replicas.", collection=_C),
+    _op("add_file_resource", RES, "Registers a file resource.", mutating=True),
+    _op("remove_file_resource", RES, "Removes a file resource.", mutating=True),
+    _op("list_file_resources", RES, "Lists file resources."),
+    # --- maintenance ------------------------------------------------------------
+    _op("flush", M, "Seals a collection's growing segments.", mutating=True, collection=_C),
+    _op("flush_all", M, "Flushes every collection.", mutating=True),
+    _op("get_flush_all_state", M, "Reads flush_all progress."),
+    _op("compact", M, "Starts a compaction.", mutating=True, collection=_C),
+    _op("get_compaction_state", M, "Reads a compaction's state."),
+    _op("get_compaction_plans", M, "Reads a compaction's plans."),
+    _op("list_compaction_tasks", M, "Lists compaction tasks.", collection=_C),
+    _op("optimize", M, "Compacts and rebuilds a collection.", mutating=True, collection=_C),
+    _op("list_segments", M, "Lists a collection's loaded segments.", collection=_C),
+    _op("list_loaded_segments", M, "Lists a collection's loaded segments.", collection=_C),
+    _op("list_persistent_segments", M, "Lists a collection's persisted segments.", collection=_C),
+    _op("create_snapshot", M, "Creates a collection snapshot.", mutating=True, collection=_C),
+    _op("drop_snapshot", M, "Drops a collection snapshot.", mutating=True, collection=_C),
+    _op("describe_snapshot", M, "Describes a snapshot.", collection=_C),
+    _op("list_snapshots", M, "Lists snapshots.", collection=_C),
+    _op("restore_snapshot", M, "Restores a snapshot into a collection.", mutating=True,
+        collection="target_collection_name", database="target_db_name"),
+    _op("get_restore_snapshot_state", M, "Reads a snapshot restore's state."),
+    _op("list_restore_snapshot_jobs", M, "Lists snapshot restore jobs.", collection=_C),
+    _op("pin_snapshot_data", M, "Pins a snapshot's data.", mutating=True, collection=_C),
+    _op("unpin_snapshot_data", M, "Unpins a snapshot's data.", mutating=True),
+    _op("refresh_external_collection", M, "Refreshes an external collection.", mutating=True,
+        collection=_C),
+    _op("get_refresh_external_collection_progress", M, "Reads an external refresh's progress."),
+    _op("list_refresh_external_collection_jobs", M, "Lists external refresh jobs.", collection=_C),
+    _op("get_replicate_configuration", M, "Reads the cross-cluster replication setup."),
+    _op("update_replicate_configuration", M, "Changes the cross-cluster replication setup.",
+        mutating=True),
+    _op("get_replicate_info", M, "Reads replication progress."),
+    _op("dump_messages", M, "Reads raw WAL messages from a channel."),
+    # --- local helpers: no server call, not audited -----------------------------
+    _local("create_schema", "Builds a schema object locally."),
+    _local("create_field_schema", "Builds a field schema object locally."),
+    _local("create_struct_field_schema", "Builds a struct field schema object locally."),
+    _local("prepare_index_params", "Builds index parameters locally."),
+)
+
+CATALOG: Mapping[str, Operation] = {op.name: op for op in _ENTRIES}
+
+# Calls made through iterator objects returned by query_iterator/search_iterator.
+ITERATOR_METHODS: Mapping[str, bool] = {"next": True, "close": False}
+
+
+def lookup(name: str) -> Operation:
+    """The catalog entry for `name`; an unknown public method is audited as `other`."""
+    op = CATALOG.get(name)
+    if op is None:
+        op = Operation(name=name, category=Category.OTHER, summary="Not in the catalog.")
+    return op
+
+
+def operations() -> Iterator[Operation]:
+    return iter(_ENTRIES)

@@ -1,0 +1,103 @@
+"""The public drop-in clients and `instrument()`."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import pymilvus
+
+from milvus_audit.audit import Auditor
+from milvus_audit.catalog import lookup
+from milvus_audit.config import AuditConfig
+from milvus_audit.connection import ConnectionInfo, credential_key
+from milvus_audit.extract import CallPlan
+from milvus_audit.proxy import AuditedClient, AuditedObject, build_proxy_class
+
+_SyncProxy = build_proxy_class("_AuditedMilvusClient", pymilvus.MilvusClient, base=AuditedClient)
+_AsyncProxy = build_proxy_class("_AuditedAsyncMilvusClient", pymilvus.AsyncMilvusClient,
+                                base=AuditedClient)
+_CONNECT = CallPlan.compile(lookup("connect"), None)
+
+
+def _connect(cls: type, inner_cls: type, args: tuple[Any, ...], kwargs: dict[str, Any],
+             audit: AuditConfig | None) -> tuple[Any, Auditor]:
+    """Construct the inner client, auditing the connect attempt and its outcome."""
+    config = audit or AuditConfig()
+    info = ConnectionInfo.from_arguments(inner_cls, args, kwargs, credential_key(config.credential_key))
+    auditor = Auditor(config, info)
+    call = auditor.begin(_CONNECT, (), {})
+    try:
+        inner = inner_cls(*args, **kwargs)
+    except BaseException as exc:
+        if call is not None:
+            auditor.finish(call, None, exc)
+        raise
+    if call is not None:
+        auditor.finish(call, None, None)
+    return inner, auditor
+
+
+class MilvusClient(_SyncProxy):  # type: ignore[misc, valid-type]
+    """`pymilvus.MilvusClient`, audited. Takes the same arguments, plus `audit=AuditConfig(...)`.
+
+    `isinstance(client, pymilvus.MilvusClient)` holds; every call returns what the inner
+    client returned and raises what it raised.
+    """
+
+    def __init__(self, *args: Any, audit: AuditConfig | None = None, **kwargs: Any) -> None:
+        inner, auditor = _connect(type(self), pymilvus.MilvusClient, args, kwargs, audit)
+        super().__init__(inner, auditor)
+
+    def __enter__(self) -> MilvusClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class AsyncMilvusClient(_AsyncProxy):  # type: ignore[misc, valid-type]
+    """`pymilvus.AsyncMilvusClient`, audited, including `async with`."""
+
+    def __init__(self, *args: Any, audit: AuditConfig | None = None, **kwargs: Any) -> None:
+        inner, auditor = _connect(type(self), pymilvus.AsyncMilvusClient, args, kwargs, audit)
+        super().__init__(inner, auditor)
+
+    async def __aenter__(self) -> AsyncMilvusClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+def _signature_with_audit(inner: type) -> inspect.Signature:
+    signature = inspect.signature(inner.__init__)
+    parameters = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    parameters.append(inspect.Parameter("audit", inspect.Parameter.KEYWORD_ONLY, default=None,
+                                        annotation="AuditConfig | None"))
+    parameters.extend(p for p in signature.parameters.values() if p.kind is p.VAR_KEYWORD)
+    return signature.replace(parameters=parameters)
+
+
+MilvusClient.__init__.__signature__ = _signature_with_audit(pymilvus.MilvusClient)  # type: ignore[attr-defined]
+AsyncMilvusClient.__init__.__signature__ = _signature_with_audit(pymilvus.AsyncMilvusClient)  # type: ignore[attr-defined]
+
+
+def instrument(client: Any, audit: AuditConfig | None = None) -> Any:
+    """Wrap an existing `MilvusClient` or `AsyncMilvusClient` in an audited proxy.
+
+    The connect happened before; records carry what the client still knows of its
+    endpoint and user. An already audited client is returned as it is.
+    """
+    if isinstance(client, AuditedObject):
+        return client
+    config = audit or AuditConfig()
+    info = ConnectionInfo.from_client(client, credential_key(config.credential_key))
+    auditor = Auditor(config, info)
+    if isinstance(client, pymilvus.AsyncMilvusClient):
+        return _AsyncProxy(client, auditor)
+    if isinstance(client, pymilvus.MilvusClient):
+        return _SyncProxy(client, auditor)
+    raise TypeError(
+        f"instrument() takes a pymilvus MilvusClient or AsyncMilvusClient, not {type(client).__name__}"
+    )

@@ -1,0 +1,48 @@
+"""`AuditConfig`: what an audited client records and where it sends it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from opentelemetry._logs import LoggerProvider
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import TracerProvider
+
+CaptureFilters = Literal["sanitized", "raw", "none"]
+_CAPTURE_FILTERS = ("sanitized", "raw", "none")
+
+
+@dataclass
+class AuditConfig:
+    """Settings of an audited client. Every field has a safe default.
+
+    - `tracer_provider`, `logger_provider`, `meter_provider`: None means the global one.
+    - `capture_filters`: `"sanitized"` records filter expressions with literals
+      replaced by `?`; `"raw"` records them verbatim (opt-in: literals may be
+      personal data); `"none"` records no filter text at all.
+    - `credential_key`: key for `milvus_audit.auth.credential_id`, the keyed
+      fingerprint of token/API-key credentials. Falls back to the
+      `MILVUS_AUDIT_CREDENTIAL_KEY` environment variable (hex), then to a random
+      per-process key (fingerprints are then stable only within the process).
+    - `detection`: True for the built-in rules, a `milvus_audit.detect.Rules`, or a
+      path to a YAML rules file.
+    - `on_alert`: callables invoked with each alert.
+    """
+
+    tracer_provider: TracerProvider | None = None
+    logger_provider: LoggerProvider | None = None
+    meter_provider: MeterProvider | None = None
+    capture_filters: CaptureFilters = "sanitized"
+    credential_key: bytes | str | None = None
+    detection: Any = None
+    on_alert: Sequence[Callable[[Any], None]] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        if self.capture_filters not in _CAPTURE_FILTERS:
+            raise ValueError(
+                f"AuditConfig.capture_filters must be one of {_CAPTURE_FILTERS}, "
+                f"not {self.capture_filters!r}"
+            )

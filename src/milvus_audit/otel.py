@@ -1,0 +1,105 @@
+"""The OpenTelemetry sink: one span, one log record and two histograms per call."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import _logs, metrics, trace
+from opentelemetry._logs import SeverityNumber
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from milvus_audit._version import __version__
+
+if TYPE_CHECKING:
+    from milvus_audit.audit import AuditEvent
+    from milvus_audit.config import AuditConfig
+    from milvus_audit.errors import Failure
+
+SCOPE = "milvus_audit"
+_DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0)
+_ROW_BUCKETS = (1, 10, 100, 1000, 10_000, 100_000, 1_000_000)
+_METRIC_KEYS = ("db.system.name", "db.operation.name", "db.collection.name", "error.type")
+_MAX_CACHED_METRIC_SETS = 4096
+
+SEVERITY = {
+    "INFO": SeverityNumber.INFO,
+    "WARN": SeverityNumber.WARN,
+    "ERROR": SeverityNumber.ERROR,
+    "FATAL": SeverityNumber.FATAL,
+}
+
+
+class OTelEmitter:
+    """Creates spans and emits log records and metrics for audit events."""
+
+    def __init__(self, config: AuditConfig) -> None:
+        self._tracer_provider = config.tracer_provider
+        self._logger_provider = config.logger_provider
+        self.tracer = trace.get_tracer(SCOPE, __version__, tracer_provider=config.tracer_provider)
+        self.logger = _logs.get_logger(SCOPE, __version__, logger_provider=config.logger_provider)
+        meter = metrics.get_meter(SCOPE, __version__, meter_provider=config.meter_provider)
+        self.duration = meter.create_histogram(
+            "db.client.operation.duration", unit="s",
+            description="Duration of Milvus client operations.",
+            explicit_bucket_boundaries_advisory=list(_DURATION_BUCKETS),
+        )
+        self.returned_rows = meter.create_histogram(
+            "db.response.returned_rows", unit="{row}",
+            description="Rows or hits returned by Milvus reads.",
+            explicit_bucket_boundaries_advisory=list(_ROW_BUCKETS),
+        )
+        self._metric_sets: dict[tuple[Any, ...], dict[str, Any]] = {}
+
+    def listening(self) -> bool:
+        """False only when neither a tracer nor a logger would record anything."""
+        if self.logger.enabled():
+            return True
+        provider = self._tracer_provider or trace.get_tracer_provider()
+        return not isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
+
+    def start_span(self, operation: str, attributes: dict[str, Any]) -> trace.Span:
+        collection = attributes.get("db.collection.name")
+        name = f"{operation} {collection}" if collection else operation
+        return self.tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
+
+    def finish_span(self, span: trace.Span, end: dict[str, Any],
+                    failure: Failure | None) -> trace.SpanContext:
+        if span.is_recording():
+            span.set_attributes(end)
+            if failure is not None:
+                span.set_status(Status(StatusCode.ERROR, end.get("milvus_audit.error.message")))
+            span.end()
+        return span.get_span_context()
+
+    def emit(self, event: AuditEvent, span: trace.Span | None, duration_s: float | None) -> None:
+        """Emit the event's log record (and, for calls, its metrics)."""
+        attributes = event.attributes
+        severity = "WARN" if event.failed else "INFO"
+        self.emit_record(event.event_name, severity, attributes, event.timestamp_ns, span)
+        if duration_s is not None:
+            metric_attributes = self._metric_attributes(attributes)
+            self.duration.record(duration_s, metric_attributes)
+            rows = attributes.get("db.response.returned_rows")
+            if rows is not None:
+                self.returned_rows.record(rows, metric_attributes)
+
+    def emit_record(self, event_name: str, severity: str, attributes: dict[str, Any],
+                    timestamp_ns: int, span: trace.Span | None = None) -> None:
+        context = trace.set_span_in_context(span) if span is not None else None
+        self.logger.emit(
+            timestamp=timestamp_ns,
+            context=context,
+            severity_number=SEVERITY[severity],
+            severity_text=severity,
+            attributes=attributes,
+            event_name=event_name,
+        )
+
+    def _metric_attributes(self, attributes: dict[str, Any]) -> dict[str, Any]:
+        key = tuple(attributes.get(k) for k in _METRIC_KEYS)
+        cached = self._metric_sets.get(key)
+        if cached is None:
+            cached = {k: v for k, v in zip(_METRIC_KEYS, key, strict=True) if v is not None}
+            if len(self._metric_sets) < _MAX_CACHED_METRIC_SETS:
+                self._metric_sets[key] = cached
+        return cached

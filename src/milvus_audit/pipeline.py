@@ -1,0 +1,180 @@
+"""`configure()`: OpenTelemetry providers and exporters for the audit stream, in one call.
+
+It sets the global tracer, logger and meter providers with OTLP exporters (gRPC or
+http/protobuf), a JSONL file and a console printer, as asked. Arguments left as
+None fall back to the standard `OTEL_*` environment variables, which the OTLP
+exporters read themselves. It never replaces a provider the application already
+set: it adds its processors to an SDK provider it finds, or says why it cannot.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from opentelemetry import _logs, metrics, trace
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import (
+    BatchLogRecordProcessor,
+    LogRecordExporter,
+    SimpleLogRecordProcessor,
+)
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+from milvus_audit.config import AuditConfig
+from milvus_audit.console import ConsoleExporter
+from milvus_audit.jsonl import JsonlExporter
+
+log = logging.getLogger("milvus_audit")
+
+Protocol = Literal["grpc", "http/protobuf"]
+_ENDPOINT_VARIABLES = (
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+)
+
+
+@dataclass
+class AuditPipeline:
+    """What `configure()` set up: the providers, and flush/shutdown for all of them."""
+
+    tracer_provider: TracerProvider | None
+    logger_provider: LoggerProvider | None
+    meter_provider: MeterProvider | None
+    otlp_endpoint: str | None = None
+    jsonl_path: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def audit_config(self, **overrides: object) -> AuditConfig:
+        """An `AuditConfig` bound to these providers, whether or not they are global."""
+        return AuditConfig(tracer_provider=self.tracer_provider, logger_provider=self.logger_provider,
+                           meter_provider=self.meter_provider, **overrides)  # type: ignore[arg-type]
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        ok = True
+        for provider in (self.tracer_provider, self.logger_provider, self.meter_provider):
+            if provider is not None:
+                ok = bool(provider.force_flush(timeout_millis)) and ok
+        return ok
+
+    def shutdown(self) -> None:
+        for provider in (self.tracer_provider, self.logger_provider, self.meter_provider):
+            if provider is not None:
+                provider.shutdown()
+
+
+def _otlp_exporters(endpoint: str | None, protocol: str, headers: dict[str, str] | None,
+                    insecure: bool | None) -> tuple[object, LogRecordExporter, object]:
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        return (OTLPSpanExporter(endpoint=endpoint, insecure=insecure, headers=headers),
+                OTLPLogExporter(endpoint=endpoint, insecure=insecure, headers=headers),
+                OTLPMetricExporter(endpoint=endpoint, insecure=insecure, headers=headers))
+    if protocol == "http/protobuf":
+        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as HttpLogs
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+            OTLPMetricExporter as HttpMetrics,
+        )
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+            OTLPSpanExporter as HttpSpans,
+        )
+
+        base = endpoint.rstrip("/") if endpoint else None
+        return (HttpSpans(endpoint=f"{base}/v1/traces" if base else None, headers=headers),
+                HttpLogs(endpoint=f"{base}/v1/logs" if base else None, headers=headers),
+                HttpMetrics(endpoint=f"{base}/v1/metrics" if base else None, headers=headers))
+    raise ValueError(f"configure(protocol=...) must be 'grpc' or 'http/protobuf', not {protocol!r}")
+
+
+def configure(
+    endpoint: str | None = None,
+    *,
+    protocol: Protocol = "grpc",
+    service_name: str | None = None,
+    headers: dict[str, str] | None = None,
+    insecure: bool | None = None,
+    jsonl_path: str | os.PathLike[str] | None = None,
+    console: bool = False,
+    set_global: bool = True,
+    metric_export_interval_ms: int | None = None,
+) -> AuditPipeline:
+    """Set up OpenTelemetry for the audit stream; return a handle with `force_flush()`/`shutdown()`.
+
+    OTLP export is on when `endpoint` is given or an `OTEL_EXPORTER_OTLP_*ENDPOINT`
+    variable is set. `jsonl_path` also appends each audit record to that file as one
+    JSON line; `console=True` prints each record readably. With `set_global=False` the
+    providers are returned without becoming global (use `pipeline.audit_config()`).
+    """
+    attributes = {SERVICE_NAME: service_name} if service_name else {}
+    resource = Resource.create(attributes)
+    otlp = endpoint is not None or any(os.environ.get(v) for v in _ENDPOINT_VARIABLES)
+
+    tracer_provider = TracerProvider(resource=resource)
+    logger_provider = LoggerProvider(resource=resource)
+    readers: list[MetricReader] = []
+    if otlp:
+        spans, logs, metric_exporter = _otlp_exporters(endpoint, protocol, headers, insecure)
+        tracer_provider.add_span_processor(BatchSpanProcessor(spans))  # type: ignore[arg-type]
+        logger_provider.add_log_record_processor(BatchLogRecordProcessor(logs))
+        readers.append(PeriodicExportingMetricReader(
+            metric_exporter, export_interval_millis=metric_export_interval_ms))  # type: ignore[arg-type]
+    path = Path(jsonl_path) if jsonl_path is not None else None
+    if path is not None:
+        logger_provider.add_log_record_processor(BatchLogRecordProcessor(JsonlExporter(path)))
+    if console:
+        logger_provider.add_log_record_processor(SimpleLogRecordProcessor(ConsoleExporter()))
+    meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+
+    pipeline = AuditPipeline(tracer_provider, logger_provider, meter_provider,
+                             otlp_endpoint=endpoint, jsonl_path=path)
+    if set_global:
+        _install_globally(pipeline)
+    return pipeline
+
+
+def _install_globally(pipeline: AuditPipeline) -> None:
+    """Make the pipeline's providers global, or join the application's own."""
+    current_tracer = trace.get_tracer_provider()
+    if isinstance(current_tracer, trace.ProxyTracerProvider):
+        trace.set_tracer_provider(pipeline.tracer_provider)  # type: ignore[arg-type]
+    else:
+        pipeline.notes.append(f"the application already set a TracerProvider "
+                              f"({type(current_tracer).__name__}); audit spans go to it")
+        pipeline.tracer_provider = current_tracer if isinstance(current_tracer, TracerProvider) else None
+
+    current_logger = _logs.get_logger_provider()
+    if type(current_logger).__name__ == "ProxyLoggerProvider":
+        _logs.set_logger_provider(pipeline.logger_provider)  # type: ignore[arg-type]
+    elif isinstance(current_logger, LoggerProvider) and pipeline.logger_provider is not None:
+        # Join the application's provider: move our processors over to it.
+        processor = pipeline.logger_provider._multi_log_record_processor
+        for child in getattr(processor, "_log_record_processors", ()):
+            current_logger.add_log_record_processor(child)
+        pipeline.notes.append("the application already set a LoggerProvider; "
+                              "audit records go to it, with the exporters asked for added")
+        pipeline.logger_provider = current_logger
+    else:
+        pipeline.notes.append(f"the application already set a LoggerProvider "
+                              f"({type(current_logger).__name__}) that cannot take processors; "
+                              "it is left as it is")
+
+    current_meter = metrics.get_meter_provider()
+    if type(current_meter).__name__ == "_ProxyMeterProvider":
+        metrics.set_meter_provider(pipeline.meter_provider)  # type: ignore[arg-type]
+    else:
+        pipeline.notes.append("the application already set a MeterProvider; audit metrics go to it")
+        pipeline.meter_provider = current_meter if isinstance(current_meter, MeterProvider) else None
+    for note in pipeline.notes:
+        log.warning("milvus-audit configure(): %s", note)
