@@ -49,7 +49,6 @@ _GRPC_REASONS: dict[grpc.StatusCode, str] = {
 
 # Milvus server error codes (pkg/util/merr): code -> (name, reason).
 _MILVUS_CODES: dict[int, tuple[str, str]] = {
-    1: ("ServiceNotReady", UNAVAILABLE),
     2: ("ServiceUnavailable", UNAVAILABLE),
     3: ("MemoryLimitExceeded", RESOURCE_EXHAUSTED),
     4: ("TooManyRequests", RESOURCE_EXHAUSTED),
@@ -123,6 +122,16 @@ _MESSAGE_REASONS: tuple[tuple[str, str], ...] = (
     ("illegal", INVALID_ARGUMENT),
 )
 
+# pymilvus's own client-side exceptions (code 1, raised before any request is sent).
+_CLIENT_INPUT_ERRORS = frozenset({
+    "ParamError", "AutoIDException", "CannotInferSchemaException", "ClusteringKeyException",
+    "DataNotMatchException", "DataTypeNotMatchException", "DataTypeNotSupportException",
+    "FieldTypeException", "FieldsTypeException", "FunctionsTypeException", "PartitionKeyException",
+    "PrimaryKeyException", "ConnectionConfigException",
+})
+_CLIENT_NOT_FOUND = frozenset({"CollectionNotExistException", "IndexNotExistException"})
+_CLIENT_UNAVAILABLE = frozenset({"ConnectError", "ConnectionNotExistException", "MilvusUnavailableException"})
+
 _PRIVILEGE = re.compile(r"\bPrivilege[A-Z][A-Za-z]+")
 
 
@@ -166,7 +175,7 @@ def _from_message(message: str, default: str) -> str:
 
 def classify(exc: BaseException) -> Failure:
     """Turn any exception a pymilvus call raised into a `Failure`."""
-    from pymilvus.exceptions import MilvusException, ParamError
+    from pymilvus.exceptions import MilvusException
 
     grpc_status = _grpc_code(exc)
     if grpc_status is not None:
@@ -186,8 +195,12 @@ def classify(exc: BaseException) -> Failure:
             # Connect failures: code 2 both for a bad password and a dead server.
             reason = _GRPC_REASONS.get(cause_status, SERVER_ERROR)
             name = cause_status.name
-        elif isinstance(exc, ParamError) or type(exc).__name__.endswith(("ParamError", "TypeException")):
-            reason, name = INVALID_ARGUMENT, type(exc).__name__
+        elif (name := type(exc).__name__) in _CLIENT_INPUT_ERRORS:
+            reason = INVALID_ARGUMENT
+        elif name in _CLIENT_NOT_FOUND:
+            reason = NOT_FOUND
+        elif name in _CLIENT_UNAVAILABLE:
+            reason = UNAVAILABLE
         elif code in _MILVUS_CODES:
             name, reason = _MILVUS_CODES[code]
         elif exc.compatible_code in _LEGACY_CODES:

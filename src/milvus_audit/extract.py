@@ -146,9 +146,12 @@ def _hits(result: Any) -> int | None:
 
 
 def _rows(result: Any) -> int | None:
-    if isinstance(result, list):
+    if isinstance(result, (str, bytes, Mapping)) or result is None:
+        return None
+    try:
         return len(result)
-    return None
+    except TypeError:
+        return None
 
 
 def _affected(result: Any) -> int | None:
