@@ -96,7 +96,7 @@ class OtlpReceiver:
         receiver = self
 
         class Logs(logs_service_pb2_grpc.LogsServiceServicer):  # type: ignore[misc]
-            def Export(self, request: Any, context: Any) -> Any:  # noqa: N802
+            def Export(self, request: Any, context: Any) -> Any:
                 if receiver.fail_next > 0:
                     receiver.fail_next -= 1
                     context.abort(grpc.StatusCode.UNAVAILABLE, "receiver told to fail")
@@ -104,12 +104,12 @@ class OtlpReceiver:
                 return logs_service_pb2.ExportLogsServiceResponse()
 
         class Traces(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[misc]
-            def Export(self, request: Any, context: Any) -> Any:  # noqa: N802
+            def Export(self, request: Any, context: Any) -> Any:
                 receiver.add_spans(request.SerializeToString())
                 return trace_service_pb2.ExportTraceServiceResponse()
 
         class Metrics(metrics_service_pb2_grpc.MetricsServiceServicer):  # type: ignore[misc]
-            def Export(self, request: Any, context: Any) -> Any:  # noqa: N802
+            def Export(self, request: Any, context: Any) -> Any:
                 receiver.add_metrics(request.SerializeToString())
                 return metrics_service_pb2.ExportMetricsServiceResponse()
 
@@ -122,7 +122,7 @@ class OtlpReceiver:
         self._grpc = server
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 route = {"/v1/logs": receiver.add_logs, "/v1/traces": receiver.add_spans,
                          "/v1/metrics": receiver.add_metrics}.get(self.path)

@@ -12,11 +12,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from contextvars import Token
 from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.context import Context
 
 from milvus_audit import errors
 from milvus_audit.config import AuditConfig
@@ -60,7 +62,7 @@ def internal_error_count() -> int:
 class AuditEvent:
     """One audit record as the sinks see it: the same attributes that are exported."""
 
-    __slots__ = ("event_name", "timestamp_ns", "attributes", "trace_id", "span_id", "failed")
+    __slots__ = ("attributes", "event_name", "failed", "span_id", "timestamp_ns", "trace_id")
 
     def __init__(self, event_name: str, timestamp_ns: int, attributes: dict[str, Any],
                  trace_id: int = 0, span_id: int = 0, failed: bool = False) -> None:
@@ -82,7 +84,7 @@ class Call:
     plan: CallPlan
     attributes: dict[str, Any]
     span: trace.Span
-    token: object
+    token: Token[Context]
     filter_text: str | None
     start: float
     timestamp_ns: int
@@ -122,7 +124,7 @@ class Auditor:
         try:
             if not self.listening():
                 return None
-            attributes = self.connection_attributes | plan.static_attributes
+            attributes = {**self.connection_attributes, **plan.static_attributes}
             if extra:
                 attributes.update(extra)
             filter_text = self.request_attributes(plan, args, kwargs, attributes)

@@ -82,7 +82,7 @@ def _local(name: str, summary: str) -> Operation:
 
 
 R, W, S, D = Category.DATA_READ, Category.DATA_WRITE, Category.SCHEMA, Category.DATABASE
-A, RES, M, CONN, O = Category.RBAC, Category.RESOURCE, Category.MAINTENANCE, Category.CONNECTION, Category.OTHER
+A, RES, M, CONN = Category.RBAC, Category.RESOURCE, Category.MAINTENANCE, Category.CONNECTION
 
 _ENTRIES: tuple[Operation, ...] = (
     # --- connection -------------------------------------------------------------

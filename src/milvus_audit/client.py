@@ -71,7 +71,7 @@ class AsyncMilvusClient(_AsyncProxy):  # type: ignore[misc, valid-type]
 
 
 def _signature_with_audit(inner: type) -> inspect.Signature:
-    signature = inspect.signature(inner.__init__)
+    signature = inspect.signature(inner)
     parameters = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
     parameters.append(inspect.Parameter("audit", inspect.Parameter.KEYWORD_ONLY, default=None,
                                         annotation="AuditConfig | None"))

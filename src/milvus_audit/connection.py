@@ -50,7 +50,7 @@ class ConnectionInfo:
         cls, client_cls: type, args: tuple[Any, ...], kwargs: dict[str, Any], key: bytes
     ) -> ConnectionInfo:
         try:
-            bound = inspect.signature(client_cls.__init__).bind(None, *args, **kwargs)
+            bound = inspect.signature(client_cls).bind(*args, **kwargs)
         except TypeError:
             bound = None
         params: dict[str, Any] = dict(bound.arguments) if bound else dict(kwargs)

@@ -63,5 +63,8 @@ class ConsoleExporter(LogRecordExporter):
             stream.flush()
         return LogRecordExportResult.SUCCESS
 
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return True
+
     def shutdown(self) -> None:
         pass

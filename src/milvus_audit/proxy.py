@@ -20,16 +20,18 @@ from milvus_audit.catalog import ITERATOR_METHODS, Category, Operation, lookup
 from milvus_audit.extract import PAGE_MEASURE, CallPlan
 
 
-class AuditedObject(wrapt.ObjectProxy):  # type: ignore[misc]
+class AuditedObject(wrapt.ObjectProxy):  # type: ignore[misc, type-arg]
     """Base of every audited proxy: holds the auditor shared with its children."""
 
     _self_auditor: Auditor
     _self_extra: dict[str, Any] | None
+    _self_pages: int
 
     def __init__(self, wrapped: Any, auditor: Auditor, extra: dict[str, Any] | None = None) -> None:
         super().__init__(wrapped)
         self._self_auditor = auditor
         self._self_extra = extra
+        self._self_pages = 0
 
     def __repr__(self) -> str:
         return f"<audited {type(self.__wrapped__).__name__} at {id(self.__wrapped__):#x}>"
@@ -113,7 +115,8 @@ def _async_wrapper(name: str, plan: CallPlan) -> Callable[..., Any]:
 def _bind_dynamic(proxy: AuditedObject, plan: CallPlan, bound: Any) -> Callable[..., Any]:
     name = plan.operation.name
     wrapper = (_async_wrapper if inspect.iscoroutinefunction(bound) else _sync_wrapper)(name, plan)
-    return wrapper.__get__(proxy, type(proxy))
+    bound_wrapper: Callable[..., Any] = wrapper.__get__(proxy, type(proxy))
+    return bound_wrapper
 
 
 def build_proxy_class(name: str, target: type, *, base: type[AuditedObject] = AuditedObject,
@@ -144,12 +147,13 @@ def build_proxy_class(name: str, target: type, *, base: type[AuditedObject] = Au
         make = _async_wrapper if inspect.iscoroutinefunction(function) else _sync_wrapper
         namespace[attribute] = make(attribute, plan)
     namespace["_audit_plans"] = plans
-    return type(name, (base,), namespace)
+    proxy_class: type[AuditedObject] = type(name, (base,), namespace)
+    return proxy_class
 
 
 # -- sessions and iterators ------------------------------------------------------------
 _SESSION_CLASSES: dict[type, type[AuditedObject]] = {}
-_ITERATOR_CLASSES: dict[type, type[AuditedObject]] = {}
+_ITERATOR_CLASSES: dict[tuple[type, str], type[AuditedObject]] = {}
 
 
 def _session_class(session_type: type, client_type: type) -> type[AuditedObject]:
@@ -165,24 +169,24 @@ def _session_class(session_type: type, client_type: type) -> type[AuditedObject]
 
 def _iterator_class(iterator_type: type, operation: Operation) -> type[AuditedObject]:
     key = (iterator_type, operation.name)
-    cls = _ITERATOR_CLASSES.get(key)  # type: ignore[call-overload]
-    if cls is not None:
-        return cls
+    cached = _ITERATOR_CLASSES.get(key)
+    if cached is not None:
+        return cached
     plan = CallPlan.compile(operation, None)
     namespace: dict[str, Any] = {"__module__": __name__}
     for method_name, audited in ITERATOR_METHODS.items():
         if not audited or not hasattr(iterator_type, method_name):
             continue
-        namespace[method_name] = _page_wrapper(method_name, plan,
-                                               inspect.iscoroutinefunction(getattr(iterator_type, method_name)))
-    cls = type(f"Audited{iterator_type.__name__}", (AuditedObject,), namespace)
-    _ITERATOR_CLASSES[key] = cls  # type: ignore[index]
+        is_async = inspect.iscoroutinefunction(getattr(iterator_type, method_name))
+        namespace[method_name] = _page_wrapper(method_name, plan, is_async)
+    cls: type[AuditedObject] = type(f"Audited{iterator_type.__name__}", (AuditedObject,), namespace)
+    _ITERATOR_CLASSES[key] = cls
     return cls
 
 
 def _page_wrapper(name: str, plan: CallPlan, is_async: bool) -> Callable[..., Any]:
     def start(self: AuditedObject) -> Any:
-        self._self_pages = getattr(self, "_self_pages", 0) + 1
+        self._self_pages += 1
         extra = dict(self._self_extra or {})
         extra["milvus_audit.iterator.page"] = self._self_pages
         return self._self_auditor.begin(plan, (), {}, extra)
