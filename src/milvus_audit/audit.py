@@ -84,6 +84,7 @@ class Call:
     plan: CallPlan
     attributes: dict[str, Any]
     span: trace.Span
+    context: Context
     token: Token[Context]
     filter_text: str | None
     start: float
@@ -132,8 +133,9 @@ class Auditor:
             if enduser:
                 attributes.update(enduser)
             span = self.emitter.start_span(plan.operation.name, attributes)
-            token = otel_context.attach(trace.set_span_in_context(span))
-            return Call(plan, attributes, span, token, filter_text, time.perf_counter(),
+            span_context = trace.set_span_in_context(span)
+            token = otel_context.attach(span_context)
+            return Call(plan, attributes, span, span_context, token, filter_text, time.perf_counter(),
                         time.time_ns(), args, kwargs)
         except Exception as exc:
             INTERNAL_ERRORS.report("begin " + plan.operation.name, exc)
@@ -178,7 +180,7 @@ class Auditor:
             span_context = self.emitter.finish_span(call.span, end, failure)
             event = AuditEvent(AUDIT_EVENT, call.timestamp_ns, attributes,
                                span_context.trace_id, span_context.span_id, exc is not None)
-            self.emitter.emit(event, call.span, duration)
+            self.emitter.emit(event, call.context, duration)
             for sink in self.sinks:
                 sink(event)
         except Exception as internal:

@@ -29,7 +29,7 @@ success, WARN on failure), one CLIENT span named `"{operation} {collection}"`, a
 | `user.name` | the Milvus user the client authenticated as (absent for bare tokens/API keys) |
 | `milvus_audit.auth.method` | `password`, `token` or `none` |
 | `milvus_audit.auth.credential_id` | for tokens/API keys: a keyed, non-reversible fingerprint |
-| `milvus_audit.tls` | whether the connection uses TLS |
+| `milvus_audit.tls` | on `connect` records: whether the connection uses TLS |
 | `milvus_audit.category` | the operation's category (below) |
 | `milvus_audit.mutating` | whether the operation changes server state |
 | `milvus_audit.outcome` | `success` or `failure` |

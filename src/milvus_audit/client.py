@@ -26,7 +26,7 @@ def _connect(cls: type, inner_cls: type, args: tuple[Any, ...], kwargs: dict[str
     config = audit or AuditConfig()
     info = ConnectionInfo.from_arguments(inner_cls, args, kwargs, credential_key(config.credential_key))
     auditor = Auditor(config, info)
-    call = auditor.begin(_CONNECT, (), {})
+    call = auditor.begin(_CONNECT, (), {}, {"milvus_audit.tls": info.tls})
     try:
         inner = inner_cls(*args, **kwargs)
     except BaseException as exc:

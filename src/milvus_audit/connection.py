@@ -44,6 +44,7 @@ class ConnectionInfo:
     attributes: dict[str, Any]
     secrets: tuple[str, ...]
     database: str
+    tls: bool = False
 
     @classmethod
     def from_arguments(
@@ -71,7 +72,6 @@ class ConnectionInfo:
             if parts.hostname:
                 attributes["server.address"] = parts.hostname
             attributes["server.port"] = parts.port or DEFAULT_PORT
-        attributes["milvus_audit.tls"] = tls
         if database:
             attributes["db.namespace"] = database
 
@@ -87,7 +87,7 @@ class ConnectionInfo:
         else:
             attributes["milvus_audit.auth.method"] = "none"
         held = tuple(s for s in (password, token, token.split(":", 1)[-1] if token else "") if s)
-        return cls(attributes=attributes, secrets=held, database=database)
+        return cls(attributes=attributes, secrets=held, database=database, tls=tls)
 
     @classmethod
     def from_client(cls, client: Any, key: bytes) -> ConnectionInfo:

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry import _logs, metrics, trace
 from opentelemetry._logs import SeverityNumber
+from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from milvus_audit._version import __version__
@@ -18,6 +19,11 @@ if TYPE_CHECKING:
 SCOPE = "milvus_audit"
 _DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0)
 _ROW_BUCKETS = (1, 10, 100, 1000, 10_000, 100_000, 1_000_000)
+# The span carries the semantic-convention core; the log record carries everything.
+# Each attribute costs validation in the SDK, so the span stays small.
+SPAN_KEYS = ("db.system.name", "db.operation.name", "db.collection.name", "db.namespace",
+             "server.address", "server.port", "user.name", "enduser.id")
+SPAN_END_KEYS = ("milvus_audit.outcome", "milvus_audit.failure_reason", "error.type", "db.response.status_code")
 _METRIC_KEYS = ("db.system.name", "db.operation.name", "db.collection.name", "error.type")
 _MAX_CACHED_METRIC_SETS = 4096
 
@@ -60,22 +66,23 @@ class OTelEmitter:
     def start_span(self, operation: str, attributes: dict[str, Any]) -> trace.Span:
         collection = attributes.get("db.collection.name")
         name = f"{operation} {collection}" if collection else operation
-        return self.tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
+        core = {key: attributes[key] for key in SPAN_KEYS if key in attributes}
+        return self.tracer.start_span(name, kind=SpanKind.CLIENT, attributes=core)
 
     def finish_span(self, span: trace.Span, end: dict[str, Any],
                     failure: Failure | None) -> trace.SpanContext:
         if span.is_recording():
-            span.set_attributes(end)
+            span.set_attributes({key: end[key] for key in SPAN_END_KEYS if key in end})
             if failure is not None:
                 span.set_status(Status(StatusCode.ERROR, end.get("milvus_audit.error.message")))
             span.end()
         return span.get_span_context()
 
-    def emit(self, event: AuditEvent, span: trace.Span | None, duration_s: float | None) -> None:
+    def emit(self, event: AuditEvent, context: Context | None, duration_s: float | None) -> None:
         """Emit the event's log record (and, for calls, its metrics)."""
         attributes = event.attributes
         severity = "WARN" if event.failed else "INFO"
-        self.emit_record(event.event_name, severity, attributes, event.timestamp_ns, span)
+        self.emit_record(event.event_name, severity, attributes, event.timestamp_ns, context)
         if duration_s is not None:
             metric_attributes = self._metric_attributes(attributes)
             self.duration.record(duration_s, metric_attributes)
@@ -84,8 +91,7 @@ class OTelEmitter:
                 self.returned_rows.record(rows, metric_attributes)
 
     def emit_record(self, event_name: str, severity: str, attributes: dict[str, Any],
-                    timestamp_ns: int, span: trace.Span | None = None) -> None:
-        context = trace.set_span_in_context(span) if span is not None else None
+                    timestamp_ns: int, context: Context | None = None) -> None:
         self.logger.emit(
             timestamp=timestamp_ns,
             context=context,

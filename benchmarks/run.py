@@ -1,0 +1,305 @@
+"""Overhead benchmark: bare pymilvus vs milvus-audit vs OpenLLMetry vs the SDK floor.
+
+One process; variants interleaved round by round so machine drift cancels out; all
+OpenTelemetry variants export through the SDK's batch processors to a live local
+OTLP receiver. Prints a table with every target's status and writes JSON (and, with
+matplotlib, a PNG chart).
+
+    python benchmarks/run.py [--quick] [--json FILE] [--chart FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import os
+import platform
+import random
+import resource
+import statistics
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import pymilvus  # noqa: E402
+from opentelemetry._logs import SeverityNumber  # noqa: E402
+from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter  # noqa: E402
+from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter  # noqa: E402
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter  # noqa: E402
+from opentelemetry.sdk._logs import LoggerProvider  # noqa: E402
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor  # noqa: E402
+from opentelemetry.sdk.metrics import MeterProvider  # noqa: E402
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader  # noqa: E402
+from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
+from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: E402
+from opentelemetry.trace import SpanKind, set_span_in_context  # noqa: E402
+from tests.otlp_receiver import OtlpReceiver  # noqa: E402
+
+import milvus_audit  # noqa: E402
+
+DIM = 64
+QUEUE = 65_536  # batch processor queue, sized for bursts at the claimed rate
+
+
+class Pipeline:
+    """SDK providers exporting over OTLP/gRPC to the live receiver."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.tracer_provider = TracerProvider()
+        self.tracer_provider.add_span_processor(BatchSpanProcessor(
+            OTLPSpanExporter(endpoint=endpoint, insecure=True), max_queue_size=QUEUE, max_export_batch_size=2048))
+        self.logger_provider = LoggerProvider()
+        self.logger_provider.add_log_record_processor(BatchLogRecordProcessor(
+            OTLPLogExporter(endpoint=endpoint, insecure=True), max_queue_size=QUEUE, max_export_batch_size=2048))
+        self.meter_provider = MeterProvider(metric_readers=[PeriodicExportingMetricReader(
+            OTLPMetricExporter(endpoint=endpoint, insecure=True), export_interval_millis=5000)])
+
+    def audit(self) -> milvus_audit.AuditConfig:
+        return milvus_audit.AuditConfig(tracer_provider=self.tracer_provider, logger_provider=self.logger_provider,
+                                        meter_provider=self.meter_provider)
+
+    def flush(self) -> None:
+        self.tracer_provider.force_flush()
+        self.logger_provider.force_flush()
+
+
+class StubClient(pymilvus.MilvusClient):
+    """A MilvusClient whose calls return at once: isolates instrumentation cost."""
+
+    def __init__(self) -> None:  # no connection
+        self._result = [[{"id": 1, "distance": 0.5}] * 10]
+
+    def search(self, collection_name: str, data: Any = None, filter: str = "", limit: int = 10,
+               **kwargs: Any) -> Any:
+        return self._result
+
+
+def floor_variant(call: Callable[[], Any], pipeline: Pipeline, name: str) -> Callable[[], Any]:
+    """The bare call plus exactly one hand-written span and one log record."""
+    tracer = pipeline.tracer_provider.get_tracer("floor")
+    logger = pipeline.logger_provider.get_logger("floor")
+
+    def run() -> Any:
+        span = tracer.start_span(name, kind=SpanKind.CLIENT, attributes={"db.system.name": "milvus",
+                                                                          "db.operation.name": "search"})
+        result = call()
+        span.end()
+        logger.emit(severity_number=SeverityNumber.INFO, severity_text="INFO", event_name="floor",
+                    context=set_span_in_context(span), attributes={"db.operation.name": "search"})
+        return result
+    return run
+
+
+def measure(variants: dict[str, Callable[[], Any]], rounds: int, per_round: int,
+            hooks: dict[str, tuple[Callable[[], None], Callable[[], None]]] | None = None) -> dict[str, list[float]]:
+    """Interleave variants round by round; return per-call times in µs."""
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    names = list(variants)
+    for _ in range(rounds):
+        random.shuffle(names)
+        for name in names:
+            before, after = (hooks or {}).get(name, (lambda: None, lambda: None))
+            before()
+            fn = variants[name]
+            for _ in range(per_round):
+                start = time.perf_counter_ns()
+                fn()
+                samples[name].append((time.perf_counter_ns() - start) / 1000)
+            after()
+    return samples
+
+
+def summarize(samples: dict[str, list[float]], baseline: str) -> dict[str, dict[str, float]]:
+    base = statistics.median(samples[baseline])
+    out = {}
+    for name, values in samples.items():
+        values = sorted(values)
+        median = statistics.median(values)
+        out[name] = {"median_us": median, "p99_us": values[int(len(values) * 0.99) - 1],
+                     "added_us": median - base}
+    return out
+
+
+def lite_workloads(pipeline: Pipeline, rounds: int, per_round: int) -> dict[str, Any]:
+    from opentelemetry.instrumentation.milvus import MilvusInstrumentor
+
+    db = str(Path(tempfile.mkdtemp(prefix="milvus-audit-bench-")) / "bench.db")
+    bare = pymilvus.MilvusClient(db)
+    bare.create_collection("bench", dimension=DIM)
+    rng = random.Random(1)
+    bare.insert("bench", [{"id": i, "vector": [rng.random() for _ in range(DIM)], "tag": i % 10}
+                          for i in range(2000)])
+    audited = milvus_audit.instrument(bare, pipeline.audit())
+    query_vector = [[rng.random() for _ in range(DIM)]]
+    openllmetry = MilvusInstrumentor()
+    hooks = {"openllmetry": (lambda: openllmetry.instrument(tracer_provider=pipeline.tracer_provider),
+                             lambda: openllmetry.uninstrument())}
+    results: dict[str, Any] = {}
+    next_id = [10_000]
+
+    def rows() -> list[dict[str, Any]]:
+        start = next_id[0]
+        next_id[0] += 100
+        return [{"id": start + i, "vector": query_vector[0], "tag": 1} for i in range(100)]
+
+    workloads: dict[str, Callable[[Any], Callable[[], Any]]] = {
+        "search": lambda c: lambda: c.search("bench", query_vector, limit=10),
+        "query": lambda c: lambda: c.query("bench", filter="tag == 3 and id < 500", limit=10),
+        "insert": lambda c: lambda: c.insert("bench", rows()),
+    }
+    for name, make in workloads.items():
+        variants = {"bare": make(bare), "milvus_audit": make(audited), "openllmetry": make(bare),
+                    "floor": floor_variant(make(bare), pipeline, name)}
+        samples = measure(variants, rounds, per_round, hooks)
+        results[name] = summarize(samples, "bare")
+    pipeline.flush()
+    return results
+
+
+def stub_workload(pipeline: Pipeline, rounds: int, per_round: int) -> dict[str, Any]:
+    stub = StubClient()
+    audited = milvus_audit.instrument(StubClient(), pipeline.audit())
+    vector = [[0.1] * DIM]
+    variants = {"bare": lambda: stub.search("bench", vector, limit=10),
+                "milvus_audit": lambda: audited.search("bench", vector, limit=10),
+                "floor": floor_variant(lambda: stub.search("bench", vector, limit=10), pipeline, "search")}
+    samples = measure(variants, rounds, per_round)
+    pipeline.flush()
+    return summarize(samples, "bare")
+
+
+def throughput(receiver: OtlpReceiver, pipeline: Pipeline, seconds: float) -> dict[str, Any]:
+    """Audited stub calls per second on one thread, and emitted vs received records."""
+    audited = milvus_audit.instrument(StubClient(), pipeline.audit())
+    vector = [[0.1] * DIM]
+    pipeline.flush()
+    received_before = len(receiver.audit_logs())
+    deadline = time.perf_counter() + seconds
+    calls = 0
+    start = time.perf_counter()
+    while time.perf_counter() < deadline:
+        audited.search("bench", vector, limit=10)
+        calls += 1
+    elapsed = time.perf_counter() - start
+    pipeline.flush()
+    time.sleep(0.5)
+    received = len(receiver.audit_logs()) - received_before
+    return {"calls": calls, "seconds": elapsed, "calls_per_s": calls / elapsed, "received": received,
+            "dropped": calls - received}
+
+
+def memory(calls: int) -> dict[str, Any]:
+    """RSS and tracemalloc across many stub calls with an in-process pipeline (no network)."""
+    from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+
+    class Discard(InMemoryLogRecordExporter):
+        def export(self, batch: Any) -> Any:  # keep nothing
+            return super().export([])
+
+    logger_provider = LoggerProvider()
+    logger_provider.add_log_record_processor(SimpleLogRecordProcessor(Discard()))
+    audited = milvus_audit.instrument(StubClient(), milvus_audit.AuditConfig(
+        logger_provider=logger_provider, tracer_provider=TracerProvider(), meter_provider=MeterProvider()))
+    vector = [[0.1] * DIM]
+    for _ in range(min(calls // 10, 10_000)):
+        audited.search("bench", vector, limit=10)
+    gc.collect()
+    tracemalloc.start()
+    rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    traced_start = tracemalloc.get_traced_memory()[0]
+    for _ in range(calls):
+        audited.search("bench", vector, limit=10)
+    gc.collect()
+    traced_end = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    rss_end = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"calls": calls, "rss_growth_kb": rss_end - rss_start, "traced_growth_bytes": traced_end - traced_start}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a few iterations of everything (smoke test)")
+    parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results.json"))
+    parser.add_argument("--chart", default=str(ROOT / "docs" / "performance.png"))
+    args = parser.parse_args()
+    logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
+
+    receiver = OtlpReceiver().start()
+    pipeline = Pipeline(f"http://127.0.0.1:{receiver.grpc_port}")
+    quick = args.quick
+    report: dict[str, Any] = {
+        "machine": {"python": platform.python_version(), "platform": platform.platform(),
+                    "cpus": os.cpu_count(), "pymilvus": pymilvus.__version__},
+        "stub": stub_workload(pipeline, rounds=3 if quick else 20, per_round=20 if quick else 2000),
+        "lite": lite_workloads(pipeline, rounds=2 if quick else 10, per_round=3 if quick else 60),
+        "throughput": throughput(receiver, pipeline, 0.2 if quick else 5.0),
+        "memory": memory(2_000 if quick else 1_000_000),
+    }
+    stub, search = report["stub"], report["lite"]["search"]
+    floor_added = stub["floor"]["added_us"]
+    targets = {
+        "stub: milvus_audit <= 1.2x floor": stub["milvus_audit"]["added_us"] <= 1.2 * floor_added,
+        "lite search: added <= 1.2x floor's added":
+            search["milvus_audit"]["added_us"] <= 1.2 * max(search["floor"]["added_us"], 1.0),
+        "lite search: added < openllmetry's added":
+            search["milvus_audit"]["added_us"] < search["openllmetry"]["added_us"],
+        "throughput >= 10,000 calls/s, zero dropped":
+            report["throughput"]["calls_per_s"] >= 10_000 and report["throughput"]["dropped"] == 0,
+        "memory flat (< 5 MB traced growth)": report["memory"]["traced_growth_bytes"] < 5 * 1024 * 1024,
+    }
+    report["targets"] = targets
+
+    print(f"\nmilvus-audit benchmark ({'quick' if quick else 'full'}), {report['machine']}")
+    print(f"\n{'workload':<10} {'variant':<14} {'median µs':>11} {'p99 µs':>11} {'added µs':>10}")
+    for workload, variants in [("stub", stub), *report["lite"].items()]:
+        for name, row in variants.items():
+            print(f"{workload:<10} {name:<14} {row['median_us']:>11.1f} {row['p99_us']:>11.1f} "
+                  f"{row['added_us']:>10.1f}")
+    t = report["throughput"]
+    print(f"\nthroughput: {t['calls_per_s']:,.0f} audited calls/s, emitted {t['calls']:,}, "
+          f"received {t['received']:,}, dropped {t['dropped']:,}")
+    m = report["memory"]
+    print(f"memory over {m['calls']:,} calls: RSS +{m['rss_growth_kb']} KB, traced +{m['traced_growth_bytes']:,} B")
+    print("\ntargets:")
+    for name, met in targets.items():
+        print(f"  [{'met' if met else 'NOT MET'}] {name}")
+
+    Path(args.json).write_text(json.dumps(report, indent=2))
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        labels, values = [], []
+        for workload, variants in [("stub", stub), ("lite search", search)]:
+            for name in ("floor", "milvus_audit", "openllmetry"):
+                if name in variants:
+                    labels.append(f"{workload}\n{name}")
+                    values.append(variants[name]["added_us"])
+        fig, ax = plt.subplots(figsize=(8, 4))
+        ax.bar(labels, values, color=["#999", "#2a7", "#c54"] * 2)
+        ax.set_ylabel("added µs per call (median)")
+        ax.set_title("Instrumentation overhead vs bare pymilvus")
+        fig.tight_layout()
+        fig.savefig(args.chart)
+    except ImportError:
+        print("(matplotlib not installed: no chart)")
+    pipeline.tracer_provider.shutdown()
+    pipeline.logger_provider.shutdown()
+    pipeline.meter_provider.shutdown()
+    receiver.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
