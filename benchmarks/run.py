@@ -63,9 +63,9 @@ class Pipeline:
         self.meter_provider = MeterProvider(metric_readers=[PeriodicExportingMetricReader(
             OTLPMetricExporter(endpoint=endpoint, insecure=True), export_interval_millis=5000)])
 
-    def audit(self) -> milvus_audit.AuditConfig:
+    def audit(self, **overrides: Any) -> milvus_audit.AuditConfig:
         return milvus_audit.AuditConfig(tracer_provider=self.tracer_provider, logger_provider=self.logger_provider,
-                                        meter_provider=self.meter_provider)
+                                        meter_provider=self.meter_provider, **overrides)
 
     def flush(self) -> None:
         self.tracer_provider.force_flush()
@@ -168,13 +168,45 @@ def lite_workloads(pipeline: Pipeline, rounds: int, per_round: int) -> dict[str,
 def stub_workload(pipeline: Pipeline, rounds: int, per_round: int) -> dict[str, Any]:
     stub = StubClient()
     audited = milvus_audit.instrument(StubClient(), pipeline.audit())
+    detecting = milvus_audit.instrument(StubClient(), pipeline.audit(detection=True))
     vector = [[0.1] * DIM]
     variants = {"bare": lambda: stub.search("bench", vector, limit=10),
                 "milvus_audit": lambda: audited.search("bench", vector, limit=10),
+                "with_detection": lambda: detecting.search("bench", vector, limit=10),
                 "floor": floor_variant(lambda: stub.search("bench", vector, limit=10), pipeline, "search")}
     samples = measure(variants, rounds, per_round)
     pipeline.flush()
     return summarize(samples, "bare")
+
+
+def detection_cost(events: int) -> dict[str, float]:
+    """The engine alone, all rules on: µs per event over a realistic mix of principals and outcomes."""
+    from milvus_audit.detect import DetectionEngine, Observation
+
+    engine = DetectionEngine()
+    rng = random.Random(9)
+    kinds = [
+        {"db.operation.name": "search", "milvus_audit.outcome": "success", "db.collection.name": "docs",
+         "db.milvus.limit": 10, "db.milvus.nq": 1, "db.response.returned_rows": 10, "milvus_audit.duration_ms": 3.0},
+        {"db.operation.name": "query", "milvus_audit.outcome": "success", "db.collection.name": "docs",
+         "db.response.returned_rows": 20, "milvus_audit.duration_ms": 2.0},
+        {"db.operation.name": "insert", "milvus_audit.outcome": "success", "db.collection.name": "docs",
+         "db.operation.batch.size": 100, "milvus_audit.duration_ms": 4.0},
+        {"db.operation.name": "connect", "milvus_audit.outcome": "failure",
+         "milvus_audit.failure_reason": "authentication", "milvus_audit.duration_ms": 1.0},
+    ]
+    observations = []
+    for i in range(events):
+        attributes = dict(rng.choice(kinds))
+        attributes["user.name"] = f"user-{rng.randrange(200)}"
+        observations.append(Observation(1_800_000_000 + i * 0.001, attributes, f"{i:032x}:{i:016x}"))
+    samples = []
+    for observation in observations:
+        start = time.perf_counter_ns()
+        engine.observe(observation)
+        samples.append((time.perf_counter_ns() - start) / 1000)
+    samples.sort()
+    return {"events": events, "median_us": statistics.median(samples), "p99_us": samples[int(len(samples) * 0.99)]}
 
 
 def throughput(receiver: OtlpReceiver, pipeline: Pipeline, seconds: float) -> dict[str, Any]:
@@ -241,6 +273,7 @@ def main() -> int:
                     "cpus": os.cpu_count(), "pymilvus": pymilvus.__version__},
         "stub": stub_workload(pipeline, rounds=3 if quick else 20, per_round=20 if quick else 2000),
         "lite": lite_workloads(pipeline, rounds=2 if quick else 10, per_round=3 if quick else 60),
+        "detection_engine": detection_cost(2_000 if quick else 200_000),
         "throughput": throughput(receiver, pipeline, 0.2 if quick else 5.0),
         "memory": memory(2_000 if quick else 1_000_000),
     }
@@ -248,6 +281,8 @@ def main() -> int:
     floor_added = stub["floor"]["added_us"]
     targets = {
         "stub: milvus_audit <= 1.2x floor": stub["milvus_audit"]["added_us"] <= 1.2 * floor_added,
+        "stub: detection adds <= 5 µs": stub["with_detection"]["median_us"] - stub["milvus_audit"]["median_us"] <= 5,
+        "detection engine: median <= 5 µs/event": report["detection_engine"]["median_us"] <= 5,
         "lite search: added <= 1.2x floor's added":
             search["milvus_audit"]["added_us"] <= 1.2 * max(search["floor"]["added_us"], 1.0),
         "lite search: added < openllmetry's added":
@@ -264,6 +299,8 @@ def main() -> int:
         for name, row in variants.items():
             print(f"{workload:<10} {name:<14} {row['median_us']:>11.1f} {row['p99_us']:>11.1f} "
                   f"{row['added_us']:>10.1f}")
+    d = report["detection_engine"]
+    print(f"\ndetection engine, all rules: median {d['median_us']:.2f} µs/event, p99 {d['p99_us']:.2f} µs")
     t = report["throughput"]
     print(f"\nthroughput: {t['calls_per_s']:,.0f} audited calls/s, emitted {t['calls']:,}, "
           f"received {t['received']:,}, dropped {t['dropped']:,}")

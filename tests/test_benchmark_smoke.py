@@ -16,7 +16,8 @@ def test_benchmark_quick_run(tmp_path: Path) -> None:
                           "--chart", str(tmp_path / "chart.png")], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(out.read_text())
-    assert set(report["stub"]) == {"bare", "milvus_audit", "floor"}
+    assert set(report["stub"]) == {"bare", "milvus_audit", "with_detection", "floor"}
+    assert report["detection_engine"]["events"] == 2000
     for workload in ("search", "query", "insert"):
         assert set(report["lite"][workload]) == {"bare", "milvus_audit", "openllmetry", "floor"}
     assert report["throughput"]["received"] == report["throughput"]["calls"]

@@ -16,6 +16,12 @@ def test_quickstart_runs_and_writes_the_audit_trail(tmp_path: Path) -> None:
                           "--jsonl", str(jsonl)], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "milvus.audit search success collection=articles" in run.stdout
-    operations = [json.loads(line)["attributes"]["db.operation.name"] for line in jsonl.read_text().splitlines()]
+    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    operations = [r["attributes"]["db.operation.name"] for r in records if r["event_name"] == "milvus.audit"]
+    assert {r["attributes"]["milvus_audit.alert.rule"] for r in records if r["event_name"] == "milvus.alert"} == {
+        "data_exfiltration", "destructive_operation"}
     for expected in ("connect", "create_collection", "insert", "search", "query", "delete", "drop_collection"):
         assert expected in operations
+    assert "[high] data_exfiltration: intruder read" in run.stdout
+    assert "[high] destructive_operation: intruder ran drop_collection on articles" in run.stdout
+    assert "milvus.alert" in run.stdout

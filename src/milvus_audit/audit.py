@@ -74,7 +74,7 @@ class AuditEvent:
         self.failed = failed
 
 
-Sink = Callable[[AuditEvent], None]
+Sink = Callable[[AuditEvent], object]
 
 
 @dataclass(slots=True)
@@ -106,6 +106,16 @@ class Auditor:
         self._raw = config.capture_filters == "raw"
         self._database_lock = threading.Lock()
 
+    def now_ns(self) -> int:
+        clock = self.config.clock
+        return time.time_ns() if clock is None else int(clock() * 1e9)
+
+    def emit_record(self, event_name: str, severity: str, attributes: dict[str, Any],
+                    timestamp_ns: int | None = None) -> None:
+        """Emit a non-call record (alert, response) through this client's pipeline."""
+        self.emitter.emit_record(event_name, severity, attributes,
+                                 self.now_ns() if timestamp_ns is None else timestamp_ns)
+
     # -- state -------------------------------------------------------------------------
     def set_database(self, name: str) -> None:
         with self._database_lock:
@@ -136,7 +146,7 @@ class Auditor:
             span_context = trace.set_span_in_context(span)
             token = otel_context.attach(span_context)
             return Call(plan, attributes, span, span_context, token, filter_text, time.perf_counter(),
-                        time.time_ns(), args, kwargs)
+                        self.now_ns(), args, kwargs)
         except Exception as exc:
             INTERNAL_ERRORS.report("begin " + plan.operation.name, exc)
             return None

@@ -27,6 +27,20 @@ class Category(str, enum.Enum):
     OTHER = "other"
 
 
+class Action(str, enum.Enum):
+    """What a call does, in security terms; detection and SIEM mappings read this."""
+
+    NONE = "none"
+    DESTROY = "destroy"  # removes a collection, database, partition or all rows
+    ACCOUNT_CREATE = "account_create"
+    ACCOUNT_DELETE = "account_delete"
+    PASSWORD_CHANGE = "password_change"
+    ROLE_GRANT = "role_grant"
+    ROLE_REVOKE = "role_revoke"
+    PRIVILEGE_GRANT = "privilege_grant"
+    PRIVILEGE_REVOKE = "privilege_revoke"
+
+
 class Shape(str, enum.Enum):
     """How a call's request and response are measured (counts only, never contents)."""
 
@@ -62,6 +76,7 @@ class Operation:
     switches_database: bool = False
     closes: bool = False
     wraps_result: bool = False  # returns a session/iterator whose calls are audited too
+    action: Action = Action.NONE
     summary: str = ""
     extra_params: Mapping[str, str] = field(default_factory=dict)
 
@@ -108,10 +123,11 @@ _ENTRIES: tuple[Operation, ...] = (
     _op("insert", W, "Inserts rows.", mutating=True, shape=Shape.WRITE, collection=_C),
     _op("upsert", W, "Inserts or replaces rows.", mutating=True, shape=Shape.WRITE, collection=_C),
     _op("delete", W, "Deletes rows by ids or filter.", mutating=True, shape=Shape.DELETE, collection=_C),
-    _op("truncate_collection", W, "Removes every row of a collection.", mutating=True, collection=_C),
+    _op("truncate_collection", W, "Removes every row of a collection.", mutating=True, collection=_C,
+        action=Action.DESTROY),
     # --- schema -----------------------------------------------------------------
     _op("create_collection", S, "Creates a collection.", mutating=True, collection=_C),
-    _op("drop_collection", S, "Drops a collection and its data.", mutating=True, collection=_C),
+    _op("drop_collection", S, "Drops a collection and its data.", mutating=True, collection=_C, action=Action.DESTROY),
     _op("rename_collection", S, "Renames a collection.", mutating=True, collection="old_name",
         extra_params={"new_name": "milvus_audit.new_name", "target_db": "milvus_audit.target_db"}),
     _op("has_collection", S, "Checks whether a collection exists.", collection=_C),
@@ -130,7 +146,7 @@ _ENTRIES: tuple[Operation, ...] = (
     _op("add_function_field", S, "Adds a function output field.", mutating=True, collection=_C),
     _op("drop_function_field", S, "Drops a function output field.", mutating=True, collection=_C),
     _op("create_partition", S, "Creates a partition.", mutating=True, collection=_C),
-    _op("drop_partition", S, "Drops a partition and its data.", mutating=True, collection=_C),
+    _op("drop_partition", S, "Drops a partition and its data.", mutating=True, collection=_C, action=Action.DESTROY),
     _op("has_partition", S, "Checks whether a partition exists.", collection=_C),
     _op("list_partitions", S, "Lists a collection's partitions.", collection=_C),
     _op("get_partition_stats", S, "Reads a partition's row count.", collection=_C),
@@ -147,17 +163,17 @@ _ENTRIES: tuple[Operation, ...] = (
     _op("drop_index_properties", S, "Removes index properties.", mutating=True, collection=_C),
     # --- database ---------------------------------------------------------------
     _op("create_database", D, "Creates a database.", mutating=True),
-    _op("drop_database", D, "Drops a database.", mutating=True),
+    _op("drop_database", D, "Drops a database.", mutating=True, action=Action.DESTROY),
     _op("list_databases", D, "Lists databases.", database=None),
     _op("describe_database", D, "Describes a database."),
     _op("alter_database_properties", D, "Changes database properties.", mutating=True),
     _op("drop_database_properties", D, "Removes database properties.", mutating=True),
     # --- rbac and accounts ------------------------------------------------------
     _op("create_user", A, "Creates a user (the password is never recorded).", mutating=True,
-        target_user="user_name", secrets=("password",)),
-    _op("drop_user", A, "Drops a user.", mutating=True, target_user="user_name"),
+        target_user="user_name", secrets=("password",), action=Action.ACCOUNT_CREATE),
+    _op("drop_user", A, "Drops a user.", mutating=True, target_user="user_name", action=Action.ACCOUNT_DELETE),
     _op("update_password", A, "Changes a user's password (never recorded).", mutating=True,
-        target_user="user_name", secrets=("old_password", "new_password")),
+        target_user="user_name", secrets=("old_password", "new_password"), action=Action.PASSWORD_CHANGE),
     _op("update_user", A, "Changes a user's description.", mutating=True, target_user="user_name"),
     _op("describe_user", A, "Describes a user and its roles.", target_user="user_name"),
     _op("list_users", A, "Lists users."),
@@ -167,30 +183,30 @@ _ENTRIES: tuple[Operation, ...] = (
     _op("describe_role", A, "Describes a role's privileges.", target_role="role_name"),
     _op("list_roles", A, "Lists roles."),
     _op("grant_role", A, "Grants a role to a user.", mutating=True, target_user="user_name",
-        target_role="role_name"),
+        target_role="role_name", action=Action.ROLE_GRANT),
     _op("revoke_role", A, "Revokes a role from a user.", mutating=True, target_user="user_name",
-        target_role="role_name"),
+        target_role="role_name", action=Action.ROLE_REVOKE),
     _op("grant_privilege", A, "Grants a privilege on an object to a role.", mutating=True,
         target_role="role_name", privilege="privilege", object_type="object_type",
-        object_name="object_name"),
+        object_name="object_name", action=Action.PRIVILEGE_GRANT),
     _op("revoke_privilege", A, "Revokes a privilege on an object from a role.", mutating=True,
         target_role="role_name", privilege="privilege", object_type="object_type",
-        object_name="object_name"),
+        object_name="object_name", action=Action.PRIVILEGE_REVOKE),
     _op("grant_privilege_v2", A, "Grants a privilege on a collection to a role.", mutating=True,
         target_role="role_name", privilege="privilege", object_name=_C,
-        fixed_object_type="Collection"),
+        fixed_object_type="Collection", action=Action.PRIVILEGE_GRANT),
     _op("revoke_privilege_v2", A, "Revokes a privilege on a collection from a role.", mutating=True,
         target_role="role_name", privilege="privilege", object_name=_C,
-        fixed_object_type="Collection"),
+        fixed_object_type="Collection", action=Action.PRIVILEGE_REVOKE),
     _op("create_privilege_group", A, "Creates a privilege group.", mutating=True,
         privilege_group="group_name"),
     _op("drop_privilege_group", A, "Drops a privilege group.", mutating=True,
         privilege_group="group_name"),
     _op("list_privilege_groups", A, "Lists privilege groups."),
     _op("add_privileges_to_group", A, "Adds privileges to a group.", mutating=True,
-        privilege_group="group_name", privilege="privileges"),
+        privilege_group="group_name", privilege="privileges", action=Action.PRIVILEGE_GRANT),
     _op("remove_privileges_from_group", A, "Removes privileges from a group.", mutating=True,
-        privilege_group="group_name", privilege="privileges"),
+        privilege_group="group_name", privilege="privileges", action=Action.PRIVILEGE_REVOKE),
     # --- resource management ----------------------------------------------------
     _op("load_collection", RES, "Loads a collection into memory.", mutating=True, collection=_C),
     _op("release_collection", RES, "Releases a collection from memory.", mutating=True, collection=_C),

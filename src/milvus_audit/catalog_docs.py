@@ -65,7 +65,7 @@ _RESULTS = {
     "query": "`db.response.returned_rows`",
     "get": "`db.response.returned_rows`",
     "write": "`milvus_audit.affected_rows` (insert_count/upsert_count)",
-    "delete": "`milvus_audit.affected_rows` (delete_count)",
+    "delete": "`milvus_audit.affected_rows` (delete_count, or the deleted ids returned)",
     "iterator": "one record per page: `milvus_audit.iterator.page`, `db.response.returned_rows`",
 }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Any
 
@@ -11,6 +12,7 @@ from milvus_audit.audit import Auditor
 from milvus_audit.catalog import lookup
 from milvus_audit.config import AuditConfig
 from milvus_audit.connection import ConnectionInfo, credential_key
+from milvus_audit.detect.sink import DetectionSink, rules_from
 from milvus_audit.extract import CallPlan
 from milvus_audit.proxy import AuditedClient, AuditedObject, build_proxy_class
 
@@ -20,12 +22,21 @@ _AsyncProxy = build_proxy_class("_AuditedAsyncMilvusClient", pymilvus.AsyncMilvu
 _CONNECT = CallPlan.compile(lookup("connect"), None)
 
 
+def _attach_sinks(auditor: Auditor, config: AuditConfig) -> None:
+    """Add the sinks the configuration asks for, shared by every client of that config."""
+    rules = rules_from(config.detection)
+    if rules is not None:
+        sink: DetectionSink = config.shared("detection", lambda: DetectionSink(config, rules))
+        auditor.sinks.append(functools.partial(sink.observe, auditor=auditor))
+
+
 def _connect(cls: type, inner_cls: type, args: tuple[Any, ...], kwargs: dict[str, Any],
              audit: AuditConfig | None) -> tuple[Any, Auditor]:
     """Construct the inner client, auditing the connect attempt and its outcome."""
     config = audit or AuditConfig()
     info = ConnectionInfo.from_arguments(inner_cls, args, kwargs, credential_key(config.credential_key))
     auditor = Auditor(config, info)
+    _attach_sinks(auditor, config)
     call = auditor.begin(_CONNECT, (), {}, {"milvus_audit.tls": info.tls})
     try:
         inner = inner_cls(*args, **kwargs)
@@ -94,6 +105,7 @@ def instrument(client: Any, audit: AuditConfig | None = None) -> Any:
     config = audit or AuditConfig()
     info = ConnectionInfo.from_client(client, credential_key(config.credential_key))
     auditor = Auditor(config, info)
+    _attach_sinks(auditor, config)
     if isinstance(client, pymilvus.AsyncMilvusClient):
         return _AsyncProxy(client, auditor)
     if isinstance(client, pymilvus.MilvusClient):

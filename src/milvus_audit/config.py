@@ -30,6 +30,11 @@ class AuditConfig:
     - `detection`: True for the built-in rules, a `milvus_audit.detect.Rules`, or a
       path to a YAML rules file.
     - `on_alert`: callables invoked with each alert.
+    - `clock`: seconds since the epoch for record timestamps and rule windows
+      (default `time.time`); inject one for deterministic tests.
+
+    Clients built with the same `AuditConfig` share its detection state, so a brute
+    force spread over many short-lived clients is still seen as one.
     """
 
     tracer_provider: TracerProvider | None = None
@@ -39,6 +44,14 @@ class AuditConfig:
     credential_key: bytes | str | None = None
     detection: Any = None
     on_alert: Sequence[Callable[[Any], None]] = field(default_factory=tuple)
+    clock: Callable[[], float] | None = None
+    _shared: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def shared(self, name: str, factory: Callable[[], Any]) -> Any:
+        """Runtime state shared by every client built with this config (e.g. the detection engine)."""
+        if name not in self._shared:
+            self._shared[name] = factory()
+        return self._shared[name]
 
     def __post_init__(self) -> None:
         if self.capture_filters not in _CAPTURE_FILTERS:

@@ -155,6 +155,9 @@ def _rows(result: Any) -> int | None:
 
 
 def _affected(result: Any) -> int | None:
+    """Rows written or deleted: `*_count` of the result, or the length of a list of deleted ids."""
+    if isinstance(result, list):
+        return len(result)
     if isinstance(result, Mapping):
         for key in ("insert_count", "upsert_count", "delete_count"):
             value = result.get(key)

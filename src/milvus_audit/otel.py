@@ -55,6 +55,11 @@ class OTelEmitter:
             explicit_bucket_boundaries_advisory=list(_ROW_BUCKETS),
         )
         self._metric_sets: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self.alerts = meter.create_counter("milvus_audit.alerts", unit="{alert}",
+                                           description="Alerts raised by in-process detection.")
+
+    def count_alert(self, rule: str, severity: str) -> None:
+        self.alerts.add(1, {"milvus_audit.alert.rule": rule, "milvus_audit.alert.severity": severity})
 
     def listening(self) -> bool:
         """False only when neither a tracer nor a logger would record anything."""

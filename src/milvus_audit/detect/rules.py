@@ -1,0 +1,216 @@
+"""Rule settings: the built-in rules, their tunable parameters, and the YAML rules file.
+
+Every rule has `enabled`, `severity`, `cooldown_s`, an `allowlist` of principals, and
+parameters of its own (thresholds, windows). `collections:` overrides parameters for
+one collection. Validation errors name the file, the line and the bad key.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SEVERITIES = ("low", "medium", "high", "critical")
+
+
+@dataclass(frozen=True)
+class RuleInfo:
+    id: str
+    severity: str
+    attack: tuple[str, ...]
+    description: str
+    params: Mapping[str, float]
+
+
+BUILTIN_RULES: Mapping[str, RuleInfo] = {rule.id: rule for rule in (
+    RuleInfo("brute_force", "high", ("T1110", "T1110.001"),
+             "Repeated authentication failures for one principal.",
+             {"threshold": 5, "window_s": 60}),
+    RuleInfo("password_spray", "high", ("T1110.003",),
+             "Authentication failures across many user names from one client.",
+             {"distinct_users": 4, "window_s": 300}),
+    RuleInfo("unauthorized_access", "medium", ("T1078", "T1069"),
+             "Repeated permission denials for one principal; any denial on an RBAC call is high.",
+             {"threshold": 3, "window_s": 60}),
+    RuleInfo("error_spike", "medium", ("T1499",),
+             "Failure rate in a window far above its learned (EWMA) baseline.",
+             {"factor": 3, "min_failures": 10, "window_s": 60, "alpha": 0.3}),
+    RuleInfo("slow_query", "low", ("T1499.003",),
+             "A read slower than an absolute threshold, or than k times the learned p99 of its collection.",
+             {"absolute_ms": 2000, "k": 3, "min_samples": 50, "min_ms": 100}),
+    RuleInfo("unusual_query", "medium", ("T1213",),
+             "limit/top_k, nq or returned rows far above the principal's baseline on a collection, or a "
+             "collection the principal never touched after its learning period.",
+             {"factor": 10, "limit_floor": 1000, "nq_floor": 100, "rows_floor": 1000, "min_samples": 20,
+              "learning_s": 3600, "learning_events": 50}),
+    RuleInfo("data_exfiltration", "high", ("T1530", "T1020"),
+             "Rows read by one principal within a window exceed a threshold.",
+             {"rows": 10_000, "window_s": 300}),
+    RuleInfo("destructive_operation", "high", ("T1485",),
+             "A drop or truncate, or a delete whose filter matches everything or that removes many rows.",
+             {"delete_rows": 1000}),
+    RuleInfo("privilege_escalation", "critical", ("T1098", "T1098.003"),
+             "A grant of the admin role or of global privileges, a password change of another user, or a "
+             "user created and granted a role within a window.",
+             {"window_s": 600}),
+    RuleInfo("resource_exhaustion", "medium", ("T1499", "T1496"),
+             "Repeated resource-exhausted, rate-limit or memory failures.",
+             {"threshold": 3, "window_s": 60}),
+)}
+
+
+class RulesError(ValueError):
+    """A rules file or setting is invalid; the message names file, line and key."""
+
+
+@dataclass
+class RuleSettings:
+    enabled: bool = True
+    severity: str = "medium"
+    cooldown_s: float = 300.0
+    allowlist: frozenset[str] = frozenset()
+    params: dict[str, float] = field(default_factory=dict)
+    collections: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def param(self, name: str, collection: str | None = None) -> float:
+        if collection is not None:
+            override = self.collections.get(collection)
+            if override and name in override:
+                return override[name]
+        return self.params[name]
+
+
+@dataclass
+class Rules:
+    """The detection configuration: settings for each built-in rule."""
+
+    settings: dict[str, RuleSettings] = field(default_factory=dict)
+    max_principals: int = 10_000
+    source: str = "<defaults>"
+
+    def __post_init__(self) -> None:
+        for rule_id, info in BUILTIN_RULES.items():
+            self.settings.setdefault(rule_id, RuleSettings(severity=info.severity, params=dict(info.params)))
+
+    @classmethod
+    def defaults(cls) -> Rules:
+        return cls()
+
+    def rule(self, rule_id: str) -> RuleSettings:
+        return self.settings[rule_id]
+
+    def configure(self, rule_id: str, **changes: Any) -> Rules:
+        """Programmatic tuning: `Rules().configure("brute_force", threshold=10, cooldown_s=60)`."""
+        if rule_id not in BUILTIN_RULES:
+            raise RulesError(f"unknown rule {rule_id!r}; known: {', '.join(BUILTIN_RULES)}")
+        _apply(self.settings[rule_id], rule_id, changes, lambda key: f"rule {rule_id!r}, key {key!r}")
+        return self
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> Rules:
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise RulesError(f"{path}: cannot read rules file: {exc.strerror}") from exc
+        return cls.from_yaml_text(text, str(path))
+
+    @classmethod
+    def from_yaml_text(cls, text: str, source: str = "<string>") -> Rules:
+        try:
+            root = yaml.compose(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = f":{mark.line + 1}" if mark is not None else ""
+            raise RulesError(f"{source}{line}: not valid YAML: {getattr(exc, 'problem', exc)}") from exc
+        rules = cls(source=source)
+        if root is None:
+            return rules
+        if not isinstance(root, yaml.MappingNode):
+            raise RulesError(f"{source}:{root.start_mark.line + 1}: the rules file must be a mapping")
+        for key_node, value_node in root.value:
+            key = key_node.value
+            where = f"{source}:{key_node.start_mark.line + 1}"
+            if key == "max_principals":
+                rules.max_principals = int(_scalar(value_node, f"{where}: key 'max_principals'"))
+            elif key == "rules":
+                rules._load_rules(value_node, source)
+            elif key == "playbooks":
+                continue  # read by milvus_audit.respond
+            else:
+                raise RulesError(f"{where}: unknown key {key!r} (expected 'rules', 'playbooks' or "
+                                 "'max_principals')")
+        return rules
+
+    def _load_rules(self, node: yaml.Node, source: str) -> None:
+        if not isinstance(node, yaml.MappingNode):
+            raise RulesError(f"{source}:{node.start_mark.line + 1}: 'rules' must be a mapping of rule ids")
+        for key_node, value_node in node.value:
+            rule_id = key_node.value
+            line = key_node.start_mark.line + 1
+            if rule_id not in BUILTIN_RULES:
+                raise RulesError(f"{source}:{line}: unknown rule {rule_id!r}; known: {', '.join(BUILTIN_RULES)}")
+            if not isinstance(value_node, yaml.MappingNode):
+                raise RulesError(f"{source}:{line}: rule {rule_id!r} must be a mapping")
+            changes: dict[str, Any] = {}
+            lines: dict[str, int] = {}
+            for setting_node, setting_value in value_node.value:
+                lines[setting_node.value] = setting_node.start_mark.line + 1
+                changes[setting_node.value] = yaml.safe_load(yaml.serialize(setting_value))
+            _apply(self.settings[rule_id], rule_id, changes,
+                   lambda key, rid=rule_id, ls=lines, at=line: f"{source}:{ls.get(key, at)}: rule {rid!r}, key {key!r}")
+
+
+def _scalar(node: yaml.Node, where: str) -> Any:
+    if not isinstance(node, yaml.ScalarNode):
+        raise RulesError(f"{where} must be a single value")
+    return yaml.safe_load(yaml.serialize(node))
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise RulesError(f"{where}: expected a number, got {value!r}")
+    if value < 0:
+        raise RulesError(f"{where}: must not be negative, got {value!r}")
+    return float(value)
+
+
+def _apply(settings: RuleSettings, rule_id: str, changes: Mapping[str, Any], where: Any) -> None:
+    staged = copy.deepcopy(settings)
+    for key, value in changes.items():
+        if key == "enabled":
+            if not isinstance(value, bool):
+                raise RulesError(f"{where(key)}: expected true or false, got {value!r}")
+            staged.enabled = value
+        elif key == "severity":
+            if value not in SEVERITIES:
+                raise RulesError(f"{where(key)}: expected one of {', '.join(SEVERITIES)}, got {value!r}")
+            staged.severity = value
+        elif key == "cooldown_s":
+            staged.cooldown_s = _number(value, where(key))
+        elif key == "allowlist":
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise RulesError(f"{where(key)}: expected a list of principal names")
+            staged.allowlist = frozenset(value)
+        elif key == "collections":
+            if not isinstance(value, dict):
+                raise RulesError(f"{where(key)}: expected a mapping of collection name to overrides")
+            for collection, overrides in value.items():
+                if not isinstance(overrides, dict):
+                    raise RulesError(f"{where(key)}: overrides for {collection!r} must be a mapping")
+                for name, number in overrides.items():
+                    if name not in staged.params:
+                        raise RulesError(f"{where(key)}: unknown parameter {name!r} for {collection!r}; "
+                                         f"known: {', '.join(staged.params)}")
+                    staged.collections.setdefault(str(collection), {})[name] = _number(number, where(key))
+        elif key in staged.params:
+            staged.params[key] = _number(value, where(key))
+        else:
+            known = ["enabled", "severity", "cooldown_s", "allowlist", "collections", *staged.params]
+            raise RulesError(f"{where(key)}: unknown key; known for {rule_id}: {', '.join(known)}")
+    settings.__dict__.update(staged.__dict__)
