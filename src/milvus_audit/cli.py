@@ -17,7 +17,7 @@ def _replay(args: argparse.Namespace) -> int:
     rules = Rules.from_yaml(args.rules) if args.rules else Rules()
     records = [record for path in args.files for record in read_jsonl(path)]
     records.sort(key=lambda r: r.get("timestamp", ""))
-    result = replay(records, rules)
+    result = replay(records, rules, explain=args.explain)
     if args.json:
         for alert in result.alerts:
             print(json.dumps({"timestamp": rfc3339(alert.timestamp_ns), **alert.attributes()}, default=str))

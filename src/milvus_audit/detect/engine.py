@@ -8,6 +8,7 @@ bounded maps.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import secrets
@@ -22,6 +23,8 @@ from milvus_audit.detect.windows import BoundedMap, Window
 MAX_CONTRIBUTING = 10
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _OPERATOR_WORDS = {"and", "or", "not", "in", "like", "AND", "OR", "NOT", "IN", "LIKE"}
+_SHAPE_FLOORS = (("db.milvus.limit", "limit_floor"), ("db.milvus.nq", "nq_floor"),
+                 ("db.response.returned_rows", "rows_floor"))
 PRINCIPAL_KEYS = ("enduser.id", "user.name", "milvus_audit.auth.credential_id")
 
 
@@ -146,9 +149,11 @@ def matches_everything(filter_shape: str | None) -> bool:
 class DetectionEngine:
     """Runs the enabled built-in rules over events and calls `on_alert` for each alert."""
 
-    def __init__(self, rules: Rules | None = None, on_alert: Callable[[Alert], None] | None = None) -> None:
+    def __init__(self, rules: Rules | None = None, on_alert: Callable[[Alert], None] | None = None,
+                 *, explain: bool = False) -> None:
         self.rules = rules or Rules()
         self.on_alert = on_alert
+        self.explain = explain  # track how close each principal came to each rule (replay --explain)
         cap = self.rules.max_principals
         self._maps: list[BoundedMap[Any]] = []
 
@@ -188,24 +193,25 @@ class DetectionEngine:
         attributes = observation.attributes
         operation = lookup(str(attributes.get("db.operation.name", "")))
         failure = attributes.get("milvus_audit.failure_reason")
+        principal = principal_of(attributes)
         alerts: list[Alert] = []
         if failure == "authentication":
             self._brute_force(observation, alerts)
             self._password_spray(observation, alerts)
         elif failure == "permission_denied":
-            self._unauthorized(observation, operation.category, alerts)
+            self._unauthorized(observation, principal, operation.category, alerts)
         elif failure == "resource_exhausted":
-            self._resource_exhaustion(observation, alerts)
+            self._resource_exhaustion(observation, principal, alerts)
         self._error_spike(observation, failure is not None, alerts)
         if failure is None and attributes.get("milvus_audit.outcome") == "success":
             if operation.category is Category.DATA_READ:
-                self._slow_query(observation, alerts)
-                self._unusual_query(observation, alerts)
-                self._exfiltration(observation, alerts)
+                self._slow_query(observation, principal, alerts)
+                self._unusual_query(observation, principal, alerts)
+                self._exfiltration(observation, principal, alerts)
             if operation.action is Action.DESTROY or operation.shape is Shape.DELETE:
-                self._destructive(observation, operation.action, alerts)
+                self._destructive(observation, principal, operation.action, alerts)
             if operation.action is not Action.NONE:
-                self._privilege_escalation(observation, operation.action, alerts)
+                self._privilege_escalation(observation, principal, operation.action, alerts)
         return alerts
 
     # -- helpers ----------------------------------------------------------------------
@@ -216,6 +222,8 @@ class DetectionEngine:
         return settings
 
     def _track(self, rule_id: str, principal: str, ratio: float) -> None:
+        if not self.explain:
+            return
         key = f"{rule_id}\x00{principal}"
         if ratio > self._peaks.get(key):
             self._peaks.set(key, ratio)
@@ -277,21 +285,21 @@ class DetectionEngine:
             return
         now = observation.timestamp_s
         window = settings.params["window_s"]
-        seen: dict[str, float] = self._spray.get(client)
+        seen: dict[str, float] = self._spray.get(client)  # user -> last failure, oldest first
+        seen.pop(str(user), None)
         seen[str(user)] = now
-        if len(seen) > 4 * settings.params["distinct_users"] + 64:  # bounded: drop the stalest
-            del seen[min(seen, key=seen.__getitem__)]
-        for name in [n for n, at in seen.items() if now - at > window]:
-            del seen[name]
         threshold = settings.params["distinct_users"]
+        for name, at in list(itertools.islice(seen.items(), 8)):  # expire from the oldest end
+            if now - at <= window and len(seen) <= 4 * threshold + 64:
+                break
+            del seen[name]
         self._track("password_spray", client, len(seen) / threshold)
         if len(seen) >= threshold:
             self._fire(alerts, "password_spray", settings, observation, client,
                        f"authentication failures for {len(seen)} distinct users from {client} "
                        f"within {int(window)} s", len(seen), threshold, window, [observation.event_id])
 
-    def _unauthorized(self, observation: Observation, category: Category, alerts: list[Alert]) -> None:
-        principal = principal_of(observation.attributes)
+    def _unauthorized(self, observation: Observation, principal: str, category: Category, alerts: list[Alert]) -> None:
         if category is Category.RBAC:
             settings = self._settings("unauthorized_access", principal)
             if settings is not None:
@@ -304,8 +312,7 @@ class DetectionEngine:
         self._windowed("unauthorized_access", self._denied, principal, observation, alerts,
                        "{count} permission denials for {principal} within {window} s")
 
-    def _resource_exhaustion(self, observation: Observation, alerts: list[Alert]) -> None:
-        principal = principal_of(observation.attributes)
+    def _resource_exhaustion(self, observation: Observation, principal: str, alerts: list[Alert]) -> None:
         self._windowed("resource_exhaustion", self._exhausted, principal, observation, alerts,
                        "{count} resource-exhausted failures for {principal} within {window} s")
 
@@ -339,21 +346,19 @@ class DetectionEngine:
                        f"{int(self._spike_count)} failures within {int(window)} s against a baseline of "
                        f"{baseline:.1f}", self._spike_count, threshold, window, self._spike_events)
 
-    def _slow_query(self, observation: Observation, alerts: list[Alert]) -> None:
+    def _slow_query(self, observation: Observation, principal: str, alerts: list[Alert]) -> None:
         attributes = observation.attributes
         duration = attributes.get("milvus_audit.duration_ms")
         collection = attributes.get("db.collection.name")
-        principal = principal_of(attributes)
         settings = self._settings("slow_query", principal)
         if settings is None or not isinstance(duration, (int, float)):
             return
-        absolute = settings.param("absolute_ms", collection)
+        params = settings.for_collection(collection)
         baseline: _Baseline = self._latency.get(str(collection))
-        learned = baseline.samples >= settings.param("min_samples", collection)
-        limit = absolute
-        if learned:  # relative to the learned p99, but never below min_ms: jitter on fast reads is noise
-            relative = max(settings.param("k", collection) * baseline.p99(), settings.param("min_ms", collection))
-            limit = min(absolute, relative)
+        limit = params["absolute_ms"]
+        if baseline.samples >= params["min_samples"]:
+            # relative to the learned p99, but never below min_ms: jitter on fast reads is noise
+            limit = min(limit, max(params["k"] * baseline.p99(), params["min_ms"]))
         self._track("slow_query", principal, duration / limit if limit else 0.0)
         if duration > limit:
             self._fire(alerts, "slow_query", settings, observation, principal,
@@ -362,22 +367,20 @@ class DetectionEngine:
                        collection=str(collection) if collection else None)
         baseline.update(float(duration))
 
-    def _unusual_query(self, observation: Observation, alerts: list[Alert]) -> None:
+    def _unusual_query(self, observation: Observation, principal: str, alerts: list[Alert]) -> None:
         attributes = observation.attributes
-        principal = principal_of(attributes)
         settings = self._settings("unusual_query", principal)
         collection = attributes.get("db.collection.name")
         if settings is None or not collection:
             return
+        params = settings.for_collection(collection)
         now = observation.timestamp_s
         state = self._principals.get(principal)
         if state["first"] is None:
             state["first"] = now
-        learned = (now - state["first"] >= settings.param("learning_s", collection)
-                   and state["events"] >= settings.param("learning_events", collection))
         state["events"] += 1
         if collection not in state["collections"]:
-            if learned:
+            if now - state["first"] >= params["learning_s"] and state["events"] > params["learning_events"]:
                 self._fire(alerts, "unusual_query", settings, observation, principal,
                            f"{principal} read collection {collection}, which it never touched before",
                            1, 1, 0, [observation.event_id], collection=str(collection),
@@ -385,15 +388,15 @@ class DetectionEngine:
             if len(state["collections"]) < 1024:
                 state["collections"].add(collection)
         shapes: dict[str, _Baseline] = self._shape.get(f"{principal}\x00{collection}")
-        for attribute, floor_param in (("db.milvus.limit", "limit_floor"), ("db.milvus.nq", "nq_floor"),
-                                       ("db.response.returned_rows", "rows_floor")):
+        for attribute, floor_param in _SHAPE_FLOORS:
             value = attributes.get(attribute)
-            if not isinstance(value, (int, float)) or isinstance(value, bool):
+            if value is None or value.__class__ is bool:
                 continue
-            baseline = shapes.setdefault(attribute, _Baseline())
-            floor = settings.param(floor_param, collection)
-            limit = max(floor, settings.param("factor", collection) * max(baseline.mean, 1.0))
-            if baseline.samples >= settings.param("min_samples", collection):
+            baseline = shapes.get(attribute)
+            if baseline is None:
+                baseline = shapes[attribute] = _Baseline()
+            if baseline.samples >= params["min_samples"]:
+                limit = max(params[floor_param], params["factor"] * max(baseline.mean, 1.0))
                 self._track("unusual_query", principal, value / limit)
                 if value > limit:
                     self._fire(alerts, "unusual_query", settings, observation, principal,
@@ -402,17 +405,15 @@ class DetectionEngine:
                                collection=str(collection), cooldown_key=f"{principal}\x00{collection}")
             baseline.update(float(value))
 
-    def _exfiltration(self, observation: Observation, alerts: list[Alert]) -> None:
+    def _exfiltration(self, observation: Observation, principal: str, alerts: list[Alert]) -> None:
         rows = observation.attributes.get("db.response.returned_rows")
         if not isinstance(rows, int) or rows <= 0:
             return
-        principal = principal_of(observation.attributes)
         self._windowed("data_exfiltration", self._rows, principal, observation, alerts,
                        "{principal} read {count} rows within {window} s", value=rows, param="rows")
 
-    def _destructive(self, observation: Observation, action: Action, alerts: list[Alert]) -> None:
+    def _destructive(self, observation: Observation, principal: str, action: Action, alerts: list[Alert]) -> None:
         attributes = observation.attributes
-        principal = principal_of(attributes)
         settings = self._settings("destructive_operation", principal)
         if settings is None:
             return
@@ -433,9 +434,8 @@ class DetectionEngine:
                    1, 1, 0, [observation.event_id], collection=str(collection) if collection else None,
                    cooldown_key=f"{principal}\x00{operation}\x00{target}")
 
-    def _privilege_escalation(self, observation: Observation, action: Action, alerts: list[Alert]) -> None:
+    def _privilege_escalation(self, observation: Observation, principal: str, action: Action, alerts: list[Alert]) -> None:
         attributes = observation.attributes
-        principal = principal_of(attributes)
         settings = self._settings("privilege_escalation", principal)
         if settings is None:
             return

@@ -27,8 +27,9 @@ def observation_from_record(record: Mapping[str, Any]) -> Observation:
                        event_id(record.get("trace_id") or "", record.get("span_id") or ""))
 
 
-def replay(records: Iterable[Mapping[str, Any]], rules: Rules | None = None) -> ReplayResult:
-    engine = DetectionEngine(rules or Rules())
+def replay(records: Iterable[Mapping[str, Any]], rules: Rules | None = None, *,
+           explain: bool = False) -> ReplayResult:
+    engine = DetectionEngine(rules or Rules(), explain=explain)
     alerts: list[Alert] = []
     count = 0
     for record in records:

@@ -76,13 +76,19 @@ class RuleSettings:
     allowlist: frozenset[str] = frozenset()
     params: dict[str, float] = field(default_factory=dict)
     collections: dict[str, dict[str, float]] = field(default_factory=dict)
+    _merged: dict[str | None, dict[str, float]] = field(default_factory=dict, repr=False, compare=False)
+
+    def for_collection(self, collection: str | None) -> dict[str, float]:
+        """The rule's parameters with the collection's overrides applied (cached)."""
+        merged = self._merged.get(collection)
+        if merged is None:
+            merged = {**self.params, **self.collections.get(collection or "", {})}
+            if len(self._merged) < 4096:
+                self._merged[collection] = merged
+        return merged
 
     def param(self, name: str, collection: str | None = None) -> float:
-        if collection is not None:
-            override = self.collections.get(collection)
-            if override and name in override:
-                return override[name]
-        return self.params[name]
+        return self.for_collection(collection)[name]
 
 
 @dataclass
@@ -213,4 +219,5 @@ def _apply(settings: RuleSettings, rule_id: str, changes: Mapping[str, Any], whe
         else:
             known = ["enabled", "severity", "cooldown_s", "allowlist", "collections", *staged.params]
             raise RulesError(f"{where(key)}: unknown key; known for {rule_id}: {', '.join(known)}")
+    staged._merged = {}
     settings.__dict__.update(staged.__dict__)

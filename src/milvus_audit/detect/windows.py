@@ -16,38 +16,37 @@ V = TypeVar("V")
 
 
 class Window:
-    """Sum of values over the last `span_s` seconds, in `buckets` slices."""
+    """Sum of values over the last `span_s` seconds, in `buckets` slices.
 
-    __slots__ = ("_bucket_s", "_counts", "_ends", "_total")
+    Time is expected to move forward; an out-of-order value counts in the current slice.
+    """
+
+    __slots__ = ("_bucket_s", "_counts", "_last", "_total")
 
     def __init__(self, span_s: float, buckets: int = 12) -> None:
         self._bucket_s = span_s / buckets
         self._counts = [0.0] * buckets
-        self._ends = [0] * buckets
+        self._last = -1
         self._total = 0.0
 
     def add(self, now: float, value: float = 1.0) -> float:
         """Add `value` at time `now`; return the window's sum."""
-        slot_number = int(now // self._bucket_s)
-        size = len(self._counts)
-        index = slot_number % size
-        if self._ends[index] != slot_number:
-            self._expire(slot_number)
-            self._ends[index] = slot_number
-            self._counts[index] = 0.0
-        self._counts[index] += value
-        self._total = sum(c for c, end in zip(self._counts, self._ends, strict=True)
-                          if slot_number - end < size)
+        slot = int(now // self._bucket_s)
+        counts = self._counts
+        size = len(counts)
+        if slot > self._last:
+            if self._last < 0 or slot - self._last >= size:
+                counts[:] = [0.0] * size
+                self._total = 0.0
+            else:
+                for expired in range(self._last + 1, slot + 1):
+                    index = expired % size
+                    self._total -= counts[index]
+                    counts[index] = 0.0
+            self._last = slot
+        counts[self._last % size] += value
+        self._total += value
         return self._total
-
-    def _expire(self, slot_number: int) -> None:
-        size = len(self._counts)
-        for i, end in enumerate(self._ends):
-            if slot_number - end >= size:
-                self._counts[i] = 0.0
-
-    def reset(self) -> None:
-        self._counts = [0.0] * len(self._counts)
 
 
 class BoundedMap(Generic[V]):
