@@ -169,10 +169,18 @@ def stub_workload(pipeline: Pipeline, rounds: int, per_round: int) -> dict[str, 
     stub = StubClient()
     audited = milvus_audit.instrument(StubClient(), pipeline.audit())
     detecting = milvus_audit.instrument(StubClient(), pipeline.audit(detection=True))
+    # Every call alerts (slow_query at 0 ms, no cooldown) and queues a webhook to a dead endpoint.
+    from milvus_audit.detect import Rules
+    from milvus_audit.respond import Playbook, Webhook
+
+    always = Rules().configure("slow_query", absolute_ms=0, cooldown_s=0)
+    dead = Playbook(rules=["slow_query"], actions=[Webhook("http://127.0.0.1:9/dead", timeout_s=1, retries=3)])
+    alerting = milvus_audit.instrument(StubClient(), pipeline.audit(detection=always, playbooks=[dead]))
     vector = [[0.1] * DIM]
     variants = {"bare": lambda: stub.search("bench", vector, limit=10),
                 "milvus_audit": lambda: audited.search("bench", vector, limit=10),
                 "with_detection": lambda: detecting.search("bench", vector, limit=10),
+                "alert_dead_webhook": lambda: alerting.search("bench", vector, limit=10),
                 "floor": floor_variant(lambda: stub.search("bench", vector, limit=10), pipeline, "search")}
     samples = measure(variants, rounds, per_round)
     pipeline.flush()

@@ -5,7 +5,7 @@ authentication, query, data change and admin call becomes one log record
 (`event_name="milvus.audit"`), one span and metrics, exported over OTLP.
 """
 
-from milvus_audit import detect
+from milvus_audit import detect, respond
 from milvus_audit._version import __version__
 from milvus_audit.audit import AuditEvent, internal_error_count
 from milvus_audit.client import AsyncMilvusClient, MilvusClient, instrument
@@ -28,4 +28,5 @@ __all__ = [
     "enduser",
     "instrument",
     "internal_error_count",
+    "respond",
 ]

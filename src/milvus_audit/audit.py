@@ -24,8 +24,10 @@ from milvus_audit import errors
 from milvus_audit.config import AuditConfig
 from milvus_audit.connection import ConnectionInfo
 from milvus_audit.context import _ENDUSER
+from milvus_audit.exceptions import AccessBlocked
 from milvus_audit.extract import CallPlan, filter_attribute
 from milvus_audit.otel import OTelEmitter
+from milvus_audit.respond.blocks import BlockList
 from milvus_audit.sanitize import scrub_message
 
 log = logging.getLogger("milvus_audit")
@@ -102,6 +104,7 @@ class Auditor:
         self.secrets = connection.secrets
         self.emitter = OTelEmitter(config)
         self.sinks: list[Sink] = []
+        self.blocks: BlockList | None = None  # set when playbooks can block principals
         self.filter_policy = config.capture_filters
         self._raw = config.capture_filters == "raw"
         self._database_lock = threading.Lock()
@@ -130,6 +133,24 @@ class Auditor:
         return bool(self.sinks) or self.emitter.listening()
 
     # -- the call path -----------------------------------------------------------------
+    def refuse_if_blocked(self, plan: CallPlan, args: tuple[Any, ...], kwargs: dict[str, Any],
+                          extra: dict[str, Any] | None) -> None:
+        """Raise `AccessBlocked` (and audit the refusal) if a playbook blocked this principal."""
+        assert self.blocks is not None
+        enduser = _ENDUSER.get()
+        who = {**self.connection_attributes, **enduser} if enduser else self.connection_attributes
+        entry = self.blocks.blocking(who)
+        if entry is None:
+            return
+        refusal = AccessBlocked(
+            f"milvus-audit blocked {entry.scope} {entry.principal!r} until {entry.until:.0f} "
+            f"(rule {entry.rule}, alert {entry.alert_id})",
+            scope=entry.scope, principal=entry.principal, until=entry.until)
+        call = self.begin(plan, args, kwargs, extra)
+        if call is not None:
+            self.finish(call, None, refusal)
+        raise refusal
+
     def begin(self, plan: CallPlan, args: tuple[Any, ...], kwargs: dict[str, Any],
               extra: dict[str, Any] | None = None) -> Call | None:
         try:

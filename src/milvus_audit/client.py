@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+from pathlib import Path
 from typing import Any
 
 import pymilvus
@@ -15,6 +16,8 @@ from milvus_audit.connection import ConnectionInfo, credential_key
 from milvus_audit.detect.sink import DetectionSink, rules_from
 from milvus_audit.extract import CallPlan
 from milvus_audit.proxy import AuditedClient, AuditedObject, build_proxy_class
+from milvus_audit.respond.blocks import BlockList
+from milvus_audit.respond.playbook import Responder, playbooks_from_yaml
 
 _SyncProxy = build_proxy_class("_AuditedMilvusClient", pymilvus.MilvusClient, base=AuditedClient)
 _AsyncProxy = build_proxy_class("_AuditedAsyncMilvusClient", pymilvus.AsyncMilvusClient,
@@ -25,9 +28,19 @@ _CONNECT = CallPlan.compile(lookup("connect"), None)
 def _attach_sinks(auditor: Auditor, config: AuditConfig) -> None:
     """Add the sinks the configuration asks for, shared by every client of that config."""
     rules = rules_from(config.detection)
-    if rules is not None:
-        sink: DetectionSink = config.shared("detection", lambda: DetectionSink(config, rules))
-        auditor.sinks.append(functools.partial(sink.observe, auditor=auditor))
+    if rules is None:
+        return
+    playbooks = list(config.playbooks)
+    if isinstance(config.detection, (str, Path)):
+        playbooks.extend(playbooks_from_yaml(config.detection))
+    if playbooks:
+        blocks: BlockList = config.shared("blocks", lambda: BlockList(config.clock))
+        auditor.blocks = blocks
+        responder = config.shared("responder", lambda: Responder(playbooks, blocks))
+    else:
+        responder = None
+    sink: DetectionSink = config.shared("detection", lambda: DetectionSink(config, rules, responder))
+    auditor.sinks.append(functools.partial(sink.observe, auditor=auditor))
 
 
 def _connect(cls: type, inner_cls: type, args: tuple[Any, ...], kwargs: dict[str, Any],
@@ -37,6 +50,8 @@ def _connect(cls: type, inner_cls: type, args: tuple[Any, ...], kwargs: dict[str
     info = ConnectionInfo.from_arguments(inner_cls, args, kwargs, credential_key(config.credential_key))
     auditor = Auditor(config, info)
     _attach_sinks(auditor, config)
+    if auditor.blocks:
+        auditor.refuse_if_blocked(_CONNECT, (), {}, None)
     call = auditor.begin(_CONNECT, (), {}, {"milvus_audit.tls": info.tls})
     try:
         inner = inner_cls(*args, **kwargs)

@@ -30,6 +30,8 @@ class AuditConfig:
     - `detection`: True for the built-in rules, a `milvus_audit.detect.Rules`, or a
       path to a YAML rules file.
     - `on_alert`: callables invoked with each alert.
+    - `playbooks`: `milvus_audit.respond.Playbook`s run when alerts fire (a YAML
+      rules file given as `detection` may carry more).
     - `clock`: seconds since the epoch for record timestamps and rule windows
       (default `time.time`); inject one for deterministic tests.
 
@@ -45,6 +47,7 @@ class AuditConfig:
     detection: Any = None
     on_alert: Sequence[Callable[[Any], None]] = field(default_factory=tuple)
     clock: Callable[[], float] | None = None
+    playbooks: Sequence[Any] = field(default_factory=tuple)
     _shared: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def shared(self, name: str, factory: Callable[[], Any]) -> Any:

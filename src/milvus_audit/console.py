@@ -30,6 +30,9 @@ _SHOWN = (
     ("milvus_audit.alert.rule", "rule"),
     ("milvus_audit.alert.summary", "summary"),
     ("milvus_audit.response.action", "action"),
+    ("milvus_audit.response.target", "target"),
+    ("milvus_audit.response.outcome", "outcome"),
+    ("milvus_audit.response.dry_run", "dry_run"),
 )
 
 

@@ -434,7 +434,8 @@ class DetectionEngine:
                    1, 1, 0, [observation.event_id], collection=str(collection) if collection else None,
                    cooldown_key=f"{principal}\x00{operation}\x00{target}")
 
-    def _privilege_escalation(self, observation: Observation, principal: str, action: Action, alerts: list[Alert]) -> None:
+    def _privilege_escalation(self, observation: Observation, principal: str, action: Action,
+                              alerts: list[Alert]) -> None:
         attributes = observation.attributes
         settings = self._settings("privilege_escalation", principal)
         if settings is None:

@@ -12,6 +12,7 @@ from milvus_audit.detect.rules import Rules
 if TYPE_CHECKING:
     from milvus_audit.audit import AuditEvent, Auditor
     from milvus_audit.config import AuditConfig
+    from milvus_audit.respond.playbook import Responder
 
 log = logging.getLogger("milvus_audit")
 ALERT_EVENT = "milvus.alert"
@@ -41,9 +42,10 @@ def rules_from(setting: Any) -> Rules | None:
 class DetectionSink:
     """One per `AuditConfig`: every client built with that config shares the engine's state."""
 
-    def __init__(self, config: AuditConfig, rules: Rules) -> None:
+    def __init__(self, config: AuditConfig, rules: Rules, responder: Responder | None = None) -> None:
         self.config = config
         self.engine = DetectionEngine(rules)
+        self.responder = responder
 
     def observe(self, event: AuditEvent, auditor: Auditor) -> list[Alert]:
         observation = Observation(event.timestamp_ns / 1e9, event.attributes,
@@ -64,3 +66,5 @@ class DetectionSink:
                 from milvus_audit.audit import INTERNAL_ERRORS
 
                 INTERNAL_ERRORS.report(f"on_alert callback {callback!r}", exc)
+        if self.responder is not None:
+            self.responder.handle(alert, auditor)

@@ -1,0 +1,265 @@
+"""Playbooks: which alerts trigger which actions, and the actions themselves.
+
+Every action attempted is itself audited as a `milvus.response` record. Webhooks and
+revocations run on a background worker; blocks and callbacks run at once. Nothing
+here can fail or slow the application's Milvus call beyond a non-blocking queue put.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import yaml
+
+from milvus_audit.detect.rules import SEVERITIES, RulesError
+from milvus_audit.respond.blocks import SCOPES, BlockList, principal_for
+from milvus_audit.respond.webhook import DeliveryWorker, post_json
+
+if TYPE_CHECKING:
+    from milvus_audit.audit import Auditor
+    from milvus_audit.detect.engine import Alert
+
+RESPONSE_EVENT = "milvus.response"
+PROTECTED_USERS = frozenset({"root"})
+
+
+@dataclass
+class ResponseContext:
+    """What an action needs: where to record, the shared block list and worker."""
+
+    auditor: Auditor
+    blocks: BlockList
+    worker: DeliveryWorker
+
+    def record(self, action: str, alert: Alert, target: str, outcome: str, *, dry_run: bool = False,
+               error: str = "", extra: dict[str, Any] | None = None) -> None:
+        attributes: dict[str, Any] = {
+            "milvus_audit.response.action": action,
+            "milvus_audit.response.target": target,
+            "milvus_audit.response.outcome": outcome,
+            "milvus_audit.response.dry_run": dry_run,
+            "milvus_audit.alert.rule": alert.rule,
+            "milvus_audit.alert.id": alert.id,
+        }
+        if error:
+            attributes["milvus_audit.response.error"] = error
+        attributes.update(extra or {})
+        self.auditor.emit_record(RESPONSE_EVENT, "WARN" if outcome == "failure" else "INFO", attributes)
+
+
+@dataclass
+class Webhook:
+    """POST the alert as JSON; signed when `secret` is set; `format="slack"` for Slack-compatible payloads."""
+
+    url: str
+    secret: str | bytes | None = None
+    format: Literal["generic", "slack"] = "generic"
+    timeout_s: float = 5.0
+    retries: int = 3
+    backoff_s: float = 0.5
+    name = "webhook"
+
+    def payload(self, alert: Alert) -> dict[str, Any]:
+        body = {"timestamp_ns": alert.timestamp_ns, **alert.attributes()}
+        if self.format == "slack":
+            return {"text": f":rotating_light: [{alert.severity}] {alert.rule}: {alert.summary}",
+                    "attachments": [{"fields": [{"title": k, "value": str(v), "short": True}
+                                                for k, v in body.items()]}]}
+        return body
+
+    def run(self, alert: Alert, context: ResponseContext) -> None:
+        payload = self.payload(alert)
+
+        def deliver() -> None:
+            ok, error, attempts = post_json(self.url, payload, secret=self.secret, timeout_s=self.timeout_s,
+                                            retries=self.retries, backoff_s=self.backoff_s)
+            context.record(self.name, alert, self.url, "success" if ok else "failure", error=error,
+                           extra={"milvus_audit.response.attempts": attempts})
+
+        if not context.worker.submit(deliver):
+            context.record(self.name, alert, self.url, "failure", error="response queue full")
+
+
+@dataclass
+class Callback:
+    """Call any Python callable with the alert; its exceptions are contained."""
+
+    fn: Callable[[Alert], Any]
+    name = "callback"
+
+    def run(self, alert: Alert, context: ResponseContext) -> None:
+        target = getattr(self.fn, "__qualname__", repr(self.fn))
+        try:
+            self.fn(alert)
+        except Exception as exc:
+            context.record(self.name, alert, target, "failure", error=f"{type(exc).__name__}: {exc}")
+            return
+        context.record(self.name, alert, target, "success")
+
+
+@dataclass
+class Block:
+    """Refuse the offending principal's calls for `ttl_s` seconds, before they reach Milvus."""
+
+    ttl_s: float
+    scope: Literal["enduser", "user", "client"] = "enduser"
+    name = "block"
+
+    def __post_init__(self) -> None:
+        if self.scope not in SCOPES:
+            raise ValueError(f"Block(scope=...) must be one of {SCOPES}, not {self.scope!r}")
+
+    def run(self, alert: Alert, context: ResponseContext) -> None:
+        principal = principal_for(self.scope, alert.principal_attributes)
+        if principal is None:
+            context.record(self.name, alert, "", "skipped", error=f"the alert names no {self.scope} principal")
+            return
+        entry = context.blocks.block(self.scope, principal, self.ttl_s, alert.rule, alert.id)
+        context.record(self.name, alert, f"{self.scope}:{principal}", "success",
+                       extra={"milvus_audit.response.ttl_s": self.ttl_s, "milvus_audit.response.until": entry.until})
+
+
+@dataclass
+class Revoke:
+    """Server-side containment: revoke the offending user's roles (opt-in; dry-run by default).
+
+    Which roles were revoked is kept, so `restore(user)` grants them back in one call.
+    `reset_password=True` also sets a random password that is never logged. Refuses to
+    act on `root` or on `allowlist`ed users.
+    """
+
+    admin_client: Any
+    dry_run: bool = True
+    reset_password: bool = False
+    allowlist: Sequence[str] = ()
+    revoked: dict[str, list[str]] = field(default_factory=dict)
+    name = "revoke"
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def run(self, alert: Alert, context: ResponseContext) -> None:
+        user = alert.principal_attributes.get("user.name")
+        if not user:
+            context.record(self.name, alert, "", "skipped", dry_run=self.dry_run, error="the alert names no user")
+            return
+        if user in PROTECTED_USERS or user in self.allowlist:
+            context.record(self.name, alert, f"user:{user}", "refused", dry_run=self.dry_run,
+                           error="protected or allowlisted user")
+            return
+        if not context.worker.submit(lambda: self._revoke(str(user), alert, context)):
+            context.record(self.name, alert, f"user:{user}", "failure", error="response queue full")
+
+    def _revoke(self, user: str, alert: Alert, context: ResponseContext) -> None:
+        try:
+            roles = [str(role) for role in self.admin_client.describe_user(user).get("roles", ())]
+            if not self.dry_run:
+                for role in roles:
+                    self.admin_client.revoke_role(user, role)
+                with self._lock:
+                    self.revoked.setdefault(user, []).extend(r for r in roles if r not in self.revoked.get(user, []))
+                if self.reset_password:
+                    self.admin_client.update_password(user, "", secrets.token_urlsafe(24))
+        except Exception as exc:
+            context.record(self.name, alert, f"user:{user}", "failure", dry_run=self.dry_run,
+                           error=type(exc).__name__)
+            return
+        context.record(self.name, alert, f"user:{user}", "success", dry_run=self.dry_run,
+                       extra={"milvus_audit.response.roles": roles or [""],
+                              "milvus_audit.response.password_reset": self.reset_password and not self.dry_run})
+
+    def restore(self, user: str) -> list[str]:
+        """Grant back the roles this action revoked from `user`; return them."""
+        with self._lock:
+            roles = self.revoked.pop(user, [])
+        for role in roles:
+            self.admin_client.grant_role(user, role)
+        return roles
+
+
+ResponseAction = Webhook | Callback | Block | Revoke
+
+
+@dataclass
+class Playbook:
+    """Run `actions` for alerts of the given rule ids (None: any) at or above `min_severity`."""
+
+    rules: Sequence[str] | None = None
+    min_severity: str | None = None
+    actions: Sequence[ResponseAction] = ()
+
+    def __post_init__(self) -> None:
+        if self.min_severity is not None and self.min_severity not in SEVERITIES:
+            raise ValueError(f"Playbook(min_severity=...) must be one of {SEVERITIES}, not {self.min_severity!r}")
+
+    def matches(self, alert: Alert) -> bool:
+        if self.rules is not None and alert.rule not in self.rules:
+            return False
+        if self.min_severity is not None:
+            return SEVERITIES.index(alert.severity) >= SEVERITIES.index(self.min_severity)
+        return True
+
+
+class Responder:
+    """Shared by every client of one `AuditConfig`: runs matching playbooks for each alert."""
+
+    def __init__(self, playbooks: Sequence[Playbook], blocks: BlockList) -> None:
+        self.playbooks = list(playbooks)
+        self.blocks = blocks
+        self.worker = DeliveryWorker()
+
+    def handle(self, alert: Alert, auditor: Auditor) -> None:
+        context = ResponseContext(auditor, self.blocks, self.worker)
+        for playbook in self.playbooks:
+            if playbook.matches(alert):
+                for action in playbook.actions:
+                    try:
+                        action.run(alert, context)
+                    except Exception as exc:
+                        context.record(getattr(action, "name", type(action).__name__), alert, "", "failure",
+                                       error=type(exc).__name__)
+
+
+_YAML_ACTIONS = {"webhook": Webhook, "block": Block}
+
+
+def playbooks_from_yaml(path: str | Path) -> list[Playbook]:
+    """The `playbooks:` section of a rules file (webhook and block actions; callbacks and
+    revocations need Python objects and are configured in code)."""
+    text = Path(path).read_text(encoding="utf-8")
+    root = yaml.compose(text)
+    if root is None or not isinstance(root, yaml.MappingNode):
+        return []
+    playbooks = []
+    for key_node, value_node in root.value:
+        if key_node.value != "playbooks":
+            continue
+        if not isinstance(value_node, yaml.SequenceNode):
+            raise RulesError(f"{path}:{value_node.start_mark.line + 1}: 'playbooks' must be a list")
+        for item in value_node.value:
+            line = item.start_mark.line + 1
+            data = yaml.safe_load(yaml.serialize(item)) or {}
+            unknown = set(data) - {"rules", "min_severity", "actions"}
+            if unknown:
+                raise RulesError(f"{path}:{line}: playbook has unknown keys {sorted(unknown)}")
+            actions: list[ResponseAction] = []
+            for action in data.get("actions", []):
+                if not isinstance(action, dict) or len(action) != 1 or next(iter(action)) not in _YAML_ACTIONS:
+                    raise RulesError(f"{path}:{line}: each action is one of {sorted(_YAML_ACTIONS)} "
+                                     f"with its settings, got {action!r}")
+                kind, settings = next(iter(action.items()))
+                try:
+                    actions.append(_YAML_ACTIONS[kind](**(settings or {})))
+                except TypeError as exc:
+                    raise RulesError(f"{path}:{line}: {kind}: {exc}") from exc
+            try:
+                playbooks.append(Playbook(rules=data.get("rules"), min_severity=data.get("min_severity"),
+                                          actions=actions))
+            except ValueError as exc:
+                raise RulesError(f"{path}:{line}: {exc}") from exc
+    return playbooks
