@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import secrets
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from milvus_audit.detect.rules import BUILTIN_RULES, Rules, RulesError
 from milvus_audit.jsonl import read_jsonl, rfc3339
@@ -47,6 +49,52 @@ def _rules(args: argparse.Namespace) -> int:
     return 0
 
 
+def _verify(args: argparse.Namespace) -> int:
+    from milvus_audit.integrity import integrity_key, load_public_key
+    from milvus_audit.verify import verify
+
+    if args.key_file:
+        key: bytes | None = bytes.fromhex(Path(args.key_file).read_text().strip())
+    else:
+        key = integrity_key(args.key)
+    public_key = load_public_key(args.public_key) if args.public_key else None
+    if key is None and public_key is None:
+        print("milvus-audit verify: give --key/--key-file (or MILVUS_AUDIT_INTEGRITY_KEY) and/or --public-key",
+              file=sys.stderr)
+        return 2
+    reports = verify(args.files, key=key, public_key=public_key, allow_open=args.allow_open)
+    broken = 0
+    for report in reports:
+        status = "BROKEN" if report.findings else "ok"
+        print(f"stream {report.stream}: {report.records} records, {report.checkpoints} checkpoints, "
+              f"{'closed' if report.closed else 'open'}: {status}")
+        for finding in report.findings:
+            print(f"  {finding}")
+            broken += 1
+    checked = "chain and checkpoint signatures" if key and public_key else ("chain" if key else "checkpoint signatures")
+    print(f"checked: {checked}; {broken} problem(s)")
+    return 1 if broken else 0
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    private = Ed25519PrivateKey.generate()
+    (out / "checkpoint-signing.pem").write_bytes(private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    (out / "checkpoint-signing.pem").chmod(0o600)
+    (out / "checkpoint-verify.pem").write_bytes(private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    (out / "integrity.key").write_text(secrets.token_hex(32) + "\n")
+    (out / "integrity.key").chmod(0o600)
+    print(f"wrote {out}/checkpoint-signing.pem (keep secret), {out}/checkpoint-verify.pem (for verifiers), "
+          f"{out}/integrity.key (HMAC key, hex; keep secret)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="milvus-audit", description="milvus-audit command line")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -59,6 +107,17 @@ def build_parser() -> argparse.ArgumentParser:
     rules = commands.add_parser("rules", help="list the detection rules and their settings")
     rules.add_argument("--rules", help="a YAML rules file")
     rules.set_defaults(handler=_rules)
+    verify = commands.add_parser("verify", help="check the tamper-evident chain of JSONL audit files")
+    verify.add_argument("files", nargs="+")
+    verify.add_argument("--key", help="the integrity (HMAC) key, hex (default: MILVUS_AUDIT_INTEGRITY_KEY)")
+    verify.add_argument("--key-file", help="a file holding the integrity key, hex")
+    verify.add_argument("--public-key", help="the checkpoint verification key (Ed25519 PEM)")
+    verify.add_argument("--allow-open", action="store_true",
+                        help="accept a stream without a final checkpoint (a live stream)")
+    verify.set_defaults(handler=_verify)
+    keygen = commands.add_parser("keygen", help="create an integrity key and a checkpoint signing key pair")
+    keygen.add_argument("--out", default=".")
+    keygen.set_defaults(handler=_keygen)
     return parser
 
 

@@ -32,6 +32,11 @@ class AuditConfig:
     - `on_alert`: callables invoked with each alert.
     - `playbooks`: `milvus_audit.respond.Playbook`s run when alerts fire (a YAML
       rules file given as `detection` may carry more).
+    - `integrity_key`: HMAC key (bytes or hex) for the tamper-evident chain; falls back
+      to `MILVUS_AUDIT_INTEGRITY_KEY` (hex). With neither, the chain is off.
+    - `signing_key`: Ed25519 private key (object or PEM path) for signed checkpoints
+      every `checkpoint_every` records or `checkpoint_interval_s` seconds; falls back
+      to `MILVUS_AUDIT_SIGNING_KEY_FILE` / `MILVUS_AUDIT_SIGNING_KEY` (hex).
     - `clock`: seconds since the epoch for record timestamps and rule windows
       (default `time.time`); inject one for deterministic tests.
 
@@ -48,6 +53,10 @@ class AuditConfig:
     on_alert: Sequence[Callable[[Any], None]] = field(default_factory=tuple)
     clock: Callable[[], float] | None = None
     playbooks: Sequence[Any] = field(default_factory=tuple)
+    integrity_key: bytes | str | None = None
+    signing_key: Any = None
+    checkpoint_every: int = 1000
+    checkpoint_interval_s: float = 60.0
     _shared: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def shared(self, name: str, factory: Callable[[], Any]) -> Any:

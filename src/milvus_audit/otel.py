@@ -10,6 +10,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from milvus_audit._version import __version__
+from milvus_audit.integrity import Chain, chain_for, integrity_key, load_signing_key
 
 if TYPE_CHECKING:
     from milvus_audit.audit import AuditEvent
@@ -55,6 +56,12 @@ class OTelEmitter:
             explicit_bucket_boundaries_advisory=list(_ROW_BUCKETS),
         )
         self._metric_sets: dict[tuple[Any, ...], dict[str, Any]] = {}
+        key = integrity_key(config.integrity_key)
+        self.chain: Chain | None = None
+        if key is not None:
+            self.chain = chain_for(key, load_signing_key(config.signing_key),
+                                   checkpoint_every=config.checkpoint_every,
+                                   checkpoint_interval_s=config.checkpoint_interval_s)
         self.alerts = meter.create_counter("milvus_audit.alerts", unit="{alert}",
                                            description="Alerts raised by in-process detection.")
 
@@ -97,6 +104,14 @@ class OTelEmitter:
 
     def emit_record(self, event_name: str, severity: str, attributes: dict[str, Any],
                     timestamp_ns: int, context: Context | None = None) -> None:
+        """Emit one record; with an integrity key, sealed into the chain first."""
+        if self.chain is not None:
+            self.chain.seal_and_emit(event_name, severity, attributes, timestamp_ns, self._emit_raw, context)
+        else:
+            self._emit_raw(event_name, severity, attributes, timestamp_ns, context)
+
+    def _emit_raw(self, event_name: str, severity: str, attributes: dict[str, Any],
+                  timestamp_ns: int, context: Context | None) -> None:
         self.logger.emit(
             timestamp=timestamp_ns,
             context=context,

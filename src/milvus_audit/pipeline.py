@@ -67,6 +67,9 @@ class AuditPipeline:
         return ok
 
     def shutdown(self) -> None:
+        from milvus_audit.integrity import close_streams
+
+        close_streams()
         for provider in (self.tracer_provider, self.logger_provider, self.meter_provider):
             if provider is not None:
                 provider.shutdown()
