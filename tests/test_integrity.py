@@ -117,7 +117,7 @@ def test_every_single_record_mutation_is_detected(stream: Any) -> None:
 
 
 def test_verify_cli(stream: Any, tmp_path: Path) -> None:
-    jsonl, signing, records = stream
+    jsonl, signing, _ = stream
     public = tmp_path / "verify.pem"
     public.write_bytes(signing.public_key().public_bytes(serialization.Encoding.PEM,
                                                          serialization.PublicFormat.SubjectPublicKeyInfo))
