@@ -92,7 +92,7 @@ class OtlpReceiver:
             return b"".join(self.raw)
 
     # -- servers -----------------------------------------------------------------------
-    def start(self) -> OtlpReceiver:
+    def start(self, grpc_port: int = 0) -> OtlpReceiver:
         receiver = self
 
         class Logs(logs_service_pb2_grpc.LogsServiceServicer):  # type: ignore[misc]
@@ -117,7 +117,7 @@ class OtlpReceiver:
         logs_service_pb2_grpc.add_LogsServiceServicer_to_server(Logs(), server)
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Traces(), server)
         metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Metrics(), server)
-        self.grpc_port = server.add_insecure_port("127.0.0.1:0")
+        self.grpc_port = server.add_insecure_port(f"127.0.0.1:{grpc_port}")
         server.start()
         self._grpc = server
 

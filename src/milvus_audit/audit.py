@@ -24,11 +24,12 @@ from milvus_audit import errors
 from milvus_audit.config import AuditConfig
 from milvus_audit.connection import ConnectionInfo
 from milvus_audit.context import _ENDUSER
-from milvus_audit.exceptions import AccessBlocked
+from milvus_audit.exceptions import AccessBlocked, AuditUnavailable
 from milvus_audit.extract import CallPlan, filter_attribute
 from milvus_audit.otel import OTelEmitter
 from milvus_audit.respond.blocks import BlockList
 from milvus_audit.sanitize import scrub_message
+from milvus_audit.spool import active_spools
 
 log = logging.getLogger("milvus_audit")
 
@@ -105,6 +106,7 @@ class Auditor:
         self.emitter = OTelEmitter(config)
         self.sinks: list[Sink] = []
         self.blocks: BlockList | None = None  # set when playbooks can block principals
+        self.fail_closed = config.fail_closed
         self.filter_policy = config.capture_filters
         self._raw = config.capture_filters == "raw"
         self._database_lock = threading.Lock()
@@ -133,6 +135,22 @@ class Auditor:
         return bool(self.sinks) or self.emitter.listening()
 
     # -- the call path -----------------------------------------------------------------
+    def refuse_unless_durable(self, plan: CallPlan, args: tuple[Any, ...], kwargs: dict[str, Any],
+                              extra: dict[str, Any] | None) -> None:
+        """Fail-closed mode: refuse the call before it reaches Milvus if its record cannot be kept."""
+        spools = self.config.durable_spools
+        if spools is None:
+            spools = active_spools()
+        if spools and all(spool.healthy() for spool in spools):
+            return
+        self.emitter.count_refusal(plan.operation.name)
+        why = "no durable spool is configured" if not spools else "the audit spool cannot take records"
+        refusal = AuditUnavailable(f"milvus-audit fail-closed: {why}; {plan.operation.name} was not sent")
+        call = self.begin(plan, args, kwargs, extra)
+        if call is not None:
+            self.finish(call, None, refusal)
+        raise refusal
+
     def refuse_if_blocked(self, plan: CallPlan, args: tuple[Any, ...], kwargs: dict[str, Any],
                           extra: dict[str, Any] | None) -> None:
         """Raise `AccessBlocked` (and audit the refusal) if a playbook blocked this principal."""

@@ -50,6 +50,8 @@ def _connect(cls: type, inner_cls: type, args: tuple[Any, ...], kwargs: dict[str
     info = ConnectionInfo.from_arguments(inner_cls, args, kwargs, credential_key(config.credential_key))
     auditor = Auditor(config, info)
     _attach_sinks(auditor, config)
+    if auditor.fail_closed:
+        auditor.refuse_unless_durable(_CONNECT, (), {}, None)
     if auditor.blocks:
         auditor.refuse_if_blocked(_CONNECT, (), {}, None)
     call = auditor.begin(_CONNECT, (), {}, {"milvus_audit.tls": info.tls})

@@ -37,6 +37,9 @@ class AuditConfig:
     - `signing_key`: Ed25519 private key (object or PEM path) for signed checkpoints
       every `checkpoint_every` records or `checkpoint_interval_s` seconds; falls back
       to `MILVUS_AUDIT_SIGNING_KEY_FILE` / `MILVUS_AUDIT_SIGNING_KEY` (hex).
+    - `fail_closed`: refuse Milvus calls with `AuditUnavailable` when their record
+      cannot be durably written (the spool of `configure(spool_dir=...)` is full under
+      `spool_on_full="fail"`, unwritable, or absent). Default: fail open, counting drops.
     - `clock`: seconds since the epoch for record timestamps and rule windows
       (default `time.time`); inject one for deterministic tests.
 
@@ -57,7 +60,11 @@ class AuditConfig:
     signing_key: Any = None
     checkpoint_every: int = 1000
     checkpoint_interval_s: float = 60.0
+    fail_closed: bool = False
     _shared: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+    # The spools whose health fail-closed mode checks: set by `AuditPipeline.audit_config()`;
+    # None means every spool `configure()` set up in this process.
+    durable_spools: list[Any] | None = field(default=None, init=False, repr=False, compare=False)
 
     def shared(self, name: str, factory: Callable[[], Any]) -> Any:
         """Runtime state shared by every client built with this config (e.g. the detection engine)."""

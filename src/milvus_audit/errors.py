@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from milvus_audit.exceptions import AccessBlocked
+from milvus_audit.exceptions import AccessBlocked, AuditUnavailable
 
 AUTHENTICATION = "authentication"
 PERMISSION_DENIED = "permission_denied"
@@ -216,6 +216,8 @@ def classify(exc: BaseException) -> Failure:
 
     if isinstance(exc, AccessBlocked):
         return Failure(BLOCKED, "AccessBlocked", "blocked", str(exc))
+    if isinstance(exc, AuditUnavailable):
+        return Failure(CLIENT_ERROR, "AuditUnavailable", "audit_unavailable", str(exc))
     if isinstance(exc, TimeoutError):
         return Failure(TIMEOUT, type(exc).__name__, type(exc).__name__, str(exc))
     if isinstance(exc, (TypeError, ValueError, KeyError, AttributeError)):

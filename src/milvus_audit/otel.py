@@ -62,8 +62,13 @@ class OTelEmitter:
             self.chain = chain_for(key, load_signing_key(config.signing_key),
                                    checkpoint_every=config.checkpoint_every,
                                    checkpoint_interval_s=config.checkpoint_interval_s)
+        self.refusals = meter.create_counter("milvus_audit.audit_unavailable", unit="{call}",
+                                             description="Calls refused in fail-closed mode.")
         self.alerts = meter.create_counter("milvus_audit.alerts", unit="{alert}",
                                            description="Alerts raised by in-process detection.")
+
+    def count_refusal(self, operation: str) -> None:
+        self.refusals.add(1, {"db.operation.name": operation})
 
     def count_alert(self, rule: str, severity: str) -> None:
         self.alerts.add(1, {"milvus_audit.alert.rule": rule, "milvus_audit.alert.severity": severity})

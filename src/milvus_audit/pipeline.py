@@ -31,6 +31,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from milvus_audit.config import AuditConfig
 from milvus_audit.console import ConsoleExporter
 from milvus_audit.jsonl import JsonlExporter
+from milvus_audit.spool import FsyncPolicy, OnFull, Spool, SpoolProcessor, spool_metrics
 
 log = logging.getLogger("milvus_audit")
 
@@ -53,11 +54,14 @@ class AuditPipeline:
     otlp_endpoint: str | None = None
     jsonl_path: Path | None = None
     notes: list[str] = field(default_factory=list)
+    spools: list[Spool] = field(default_factory=list)
 
     def audit_config(self, **overrides: object) -> AuditConfig:
         """An `AuditConfig` bound to these providers, whether or not they are global."""
-        return AuditConfig(tracer_provider=self.tracer_provider, logger_provider=self.logger_provider,
-                           meter_provider=self.meter_provider, **overrides)  # type: ignore[arg-type]
+        config = AuditConfig(tracer_provider=self.tracer_provider, logger_provider=self.logger_provider,
+                             meter_provider=self.meter_provider, **overrides)  # type: ignore[arg-type]
+        config.durable_spools = list(self.spools)
+        return config
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         ok = True
@@ -110,6 +114,10 @@ def configure(
     insecure: bool | None = None,
     jsonl_path: str | os.PathLike[str] | None = None,
     console: bool = False,
+    spool_dir: str | os.PathLike[str] | None = None,
+    spool_fsync: FsyncPolicy = "interval",
+    spool_max_bytes: int = 256 << 20,
+    spool_on_full: OnFull = "drop_oldest",
     set_global: bool = True,
     metric_export_interval_ms: int | None = None,
 ) -> AuditPipeline:
@@ -119,6 +127,11 @@ def configure(
     variable is set. `jsonl_path` also appends each audit record to that file as one
     JSON line; `console=True` prints each record readably. With `set_global=False` the
     providers are returned without becoming global (use `pipeline.audit_config()`).
+
+    `spool_dir` makes OTLP delivery of audit records at-least-once: each record is
+    appended to a local spool (fsync `always`, `interval` or `never`) before a
+    background exporter sends it, retrying forever; at most `spool_max_bytes` on disk,
+    then `spool_on_full` (`drop_oldest` with a `milvus.audit.gap` record, or `fail`).
     """
     attributes = {SERVICE_NAME: service_name} if service_name else {}
     resource = Resource.create(attributes)
@@ -127,10 +140,18 @@ def configure(
     tracer_provider = TracerProvider(resource=resource)
     logger_provider = LoggerProvider(resource=resource)
     readers: list[MetricReader] = []
+    spool: Spool | None = None
+    if spool_dir is not None and not otlp:
+        raise ValueError("configure(spool_dir=...) needs an OTLP endpoint to deliver to "
+                         "(endpoint=... or OTEL_EXPORTER_OTLP_ENDPOINT)")
     if otlp:
         spans, logs, metric_exporter = _otlp_exporters(endpoint, protocol, headers, insecure)
         tracer_provider.add_span_processor(BatchSpanProcessor(spans))  # type: ignore[arg-type]
-        logger_provider.add_log_record_processor(BatchLogRecordProcessor(logs))
+        if spool_dir is not None:
+            spool = Spool(spool_dir, fsync=spool_fsync, max_bytes=spool_max_bytes, on_full=spool_on_full)
+            logger_provider.add_log_record_processor(SpoolProcessor(spool, logs))
+        else:
+            logger_provider.add_log_record_processor(BatchLogRecordProcessor(logs))
         readers.append(PeriodicExportingMetricReader(
             metric_exporter, export_interval_millis=metric_export_interval_ms))  # type: ignore[arg-type]
     path = Path(jsonl_path) if jsonl_path is not None else None
@@ -139,9 +160,11 @@ def configure(
     if console:
         logger_provider.add_log_record_processor(SimpleLogRecordProcessor(ConsoleExporter()))
     meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+    if spool is not None:
+        spool_metrics(meter_provider, [spool])
 
     pipeline = AuditPipeline(tracer_provider, logger_provider, meter_provider,
-                             otlp_endpoint=endpoint, jsonl_path=path)
+                             otlp_endpoint=endpoint, jsonl_path=path, spools=[spool] if spool else [])
     if set_global:
         _install_globally(pipeline)
     return pipeline

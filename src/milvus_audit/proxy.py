@@ -75,6 +75,8 @@ def _sync_wrapper(name: str, plan: CallPlan) -> Callable[..., Any]:
 
     def method(self: AuditedObject, *args: Any, **kwargs: Any) -> Any:
         auditor = self._self_auditor
+        if auditor.fail_closed:
+            auditor.refuse_unless_durable(plan, args, kwargs, self._self_extra)
         if auditor.blocks:
             auditor.refuse_if_blocked(plan, args, kwargs, self._self_extra)
         call = auditor.begin(plan, args, kwargs, self._self_extra)
@@ -98,6 +100,8 @@ def _async_wrapper(name: str, plan: CallPlan) -> Callable[..., Any]:
 
     async def method(self: AuditedObject, *args: Any, **kwargs: Any) -> Any:
         auditor = self._self_auditor
+        if auditor.fail_closed:
+            auditor.refuse_unless_durable(plan, args, kwargs, self._self_extra)
         if auditor.blocks:
             auditor.refuse_if_blocked(plan, args, kwargs, self._self_extra)
         call = auditor.begin(plan, args, kwargs, self._self_extra)
@@ -190,6 +194,8 @@ def _iterator_class(iterator_type: type, operation: Operation) -> type[AuditedOb
 
 def _page_wrapper(name: str, plan: CallPlan, is_async: bool) -> Callable[..., Any]:
     def start(self: AuditedObject) -> Any:
+        if self._self_auditor.fail_closed:
+            self._self_auditor.refuse_unless_durable(plan, (), {}, self._self_extra)
         if self._self_auditor.blocks:
             self._self_auditor.refuse_if_blocked(plan, (), {}, self._self_extra)
         self._self_pages += 1
