@@ -59,7 +59,7 @@ def test_collector_down_for_30_s_loses_nothing(tmp_path: Path) -> None:
     pipeline = milvus_audit.configure(f"http://127.0.0.1:{port}", insecure=True, spool_dir=tmp_path / "spool",
                                       set_global=False)
     client = milvus_audit.instrument(StubClient(), pipeline.audit_config(integrity_key=fresh_key()))
-    for i in range(10_000):
+    for _ in range(10_000):
         client.search("docs", [[0.1, 0.2]], limit=3)
     time.sleep(max(0.0, 30 - (time.monotonic() - down_at)))
     back = OtlpReceiver().start(grpc_port=port)  # the collector comes back
@@ -201,10 +201,10 @@ def test_concurrency_threads_and_tasks(tmp_path: Path) -> None:
             client.search("docs", [[0.1]])
 
     async def tasks() -> None:
-        async def one(i: int) -> None:
+        async def one() -> None:
             for _ in range(250):
                 await async_client.search("docs", [[0.1]])
-        await asyncio.gather(*(one(i) for i in range(8)))
+        await asyncio.gather(*(one() for _ in range(8)))
 
     threads = [threading.Thread(target=work) for _ in range(8)]
     for thread in threads:
