@@ -18,6 +18,7 @@ def test_benchmark_quick_run(tmp_path: Path) -> None:
     report = json.loads(out.read_text())
     assert set(report["stub"]) == {"bare", "milvus_audit", "with_detection", "alert_dead_webhook", "floor"}
     assert report["detection_engine"]["events"] == 2000
+    assert set(report["spool"]) == {"never", "interval", "always"}
     for workload in ("search", "query", "insert"):
         assert set(report["lite"][workload]) == {"bare", "milvus_audit", "openllmetry", "floor"}
     assert report["throughput"]["received"] == report["throughput"]["calls"]
