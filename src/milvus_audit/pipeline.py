@@ -30,6 +30,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from milvus_audit.config import AuditConfig
 from milvus_audit.console import ConsoleExporter
+from milvus_audit.formats import FORMATTERS
 from milvus_audit.jsonl import JsonlExporter
 from milvus_audit.spool import FsyncPolicy, OnFull, Spool, SpoolProcessor, spool_metrics
 
@@ -113,6 +114,7 @@ def configure(
     headers: dict[str, str] | None = None,
     insecure: bool | None = None,
     jsonl_path: str | os.PathLike[str] | None = None,
+    jsonl_format: Literal["otel", "ecs", "ocsf"] = "otel",
     console: bool = False,
     spool_dir: str | os.PathLike[str] | None = None,
     spool_fsync: FsyncPolicy = "interval",
@@ -125,7 +127,8 @@ def configure(
 
     OTLP export is on when `endpoint` is given or an `OTEL_EXPORTER_OTLP_*ENDPOINT`
     variable is set. `jsonl_path` also appends each audit record to that file as one
-    JSON line; `console=True` prints each record readably. With `set_global=False` the
+    JSON line, in the core format (`jsonl_format="otel"`) or as ECS or OCSF;
+    `console=True` prints each record readably. With `set_global=False` the
     providers are returned without becoming global (use `pipeline.audit_config()`).
 
     `spool_dir` makes OTLP delivery of audit records at-least-once: each record is
@@ -156,7 +159,10 @@ def configure(
             metric_exporter, export_interval_millis=metric_export_interval_ms))  # type: ignore[arg-type]
     path = Path(jsonl_path) if jsonl_path is not None else None
     if path is not None:
-        logger_provider.add_log_record_processor(BatchLogRecordProcessor(JsonlExporter(path)))
+        if jsonl_format not in ("otel", "ecs", "ocsf"):
+            raise ValueError(f"configure(jsonl_format=...) must be otel, ecs or ocsf, not {jsonl_format!r}")
+        formatter = FORMATTERS[jsonl_format]
+        logger_provider.add_log_record_processor(BatchLogRecordProcessor(JsonlExporter(path, formatter)))
     if console:
         logger_provider.add_log_record_processor(SimpleLogRecordProcessor(ConsoleExporter()))
     meter_provider = MeterProvider(resource=resource, metric_readers=readers)

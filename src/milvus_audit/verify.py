@@ -54,10 +54,22 @@ class StreamReport:
     findings: list[Finding] = field(default_factory=list)
 
 
+def core_record(record: dict[str, Any]) -> dict[str, Any]:
+    """The core form of a JSONL line written as otel, ECS or OCSF."""
+    if "@timestamp" in record:  # ECS: raw attributes under `milvus`, the event name in event.code
+        return {"timestamp": record["@timestamp"], "event_name": (record.get("event") or {}).get("code", ""),
+                "attributes": record.get("milvus") or {}}
+    if "class_uid" in record:  # OCSF: raw attributes under `unmapped`
+        metadata = record.get("metadata") or {}
+        return {"timestamp": metadata.get("original_time", ""), "event_name": metadata.get("log_name", ""),
+                "attributes": record.get("unmapped") or {}}
+    return record
+
+
 def _records(paths: Iterable[str | Path]) -> Iterable[tuple[str, dict[str, Any]]]:
     for path in paths:
         for number, record in enumerate(read_jsonl(path), start=1):
-            yield f"{path}:{number}", record
+            yield f"{path}:{number}", core_record(record)
 
 
 def verify(paths: Iterable[str | Path], *, key: bytes | None = None,
