@@ -15,7 +15,7 @@ $(VENV)/.demo: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.dev: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[dev,siem]"
 	# The real Milvus 2.3.5 standalone server, for the authentication tests. Its
 	# [client] extra pins an old pymilvus, hence --no-deps.
 	$(BIN)/pip install -q --no-deps "milvus==2.3.5"

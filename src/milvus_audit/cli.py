@@ -95,6 +95,40 @@ def _keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sigma_list(args: argparse.Namespace) -> int:
+    from milvus_audit.siem.sigma import build_rules
+
+    for rule in build_rules():
+        kind = rule["correlation"]["type"] if "correlation" in rule else "event"
+        tags = " ".join(t.removeprefix("attack.").upper() for t in rule["tags"])
+        print(f"{rule['name']:<34} {kind:<12} {rule['level']:<14} {tags:<18} {rule['title']}")
+    return 0
+
+
+def _sigma_export(args: argparse.Namespace) -> int:
+    try:
+        from milvus_audit.siem.convert import convert
+    except ImportError as exc:  # pragma: no cover - depends on the optional extra
+        print(f"milvus-audit sigma export needs the siem extra: pip install 'milvus-audit[siem]' ({exc})",
+              file=sys.stderr)
+        return 2
+    results = convert(args.backend, args.schema)
+    output = Path(args.output) if args.output else None
+    if output is not None:
+        output.mkdir(parents=True, exist_ok=True)
+    for result in results:
+        text = result.query if result.query is not None else f"# skipped: {result.skipped}"
+        if output is not None:
+            (output / f"{result.rule}.{args.backend}.txt").write_text(text + "\n")
+        else:
+            print(f"# {result.rule} ({result.kind})\n{text}\n")
+    skipped = [r.rule for r in results if r.query is None]
+    print(f"{len(results) - len(skipped)} rules converted for {args.backend}"
+          + (f"; correlations not expressible there: {', '.join(skipped)}" if skipped else "")
+          + (f"; written to {output}" if output else ""), file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="milvus-audit", description="milvus-audit command line")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -115,6 +149,16 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--allow-open", action="store_true",
                         help="accept a stream without a final checkpoint (a live stream)")
     verify.set_defaults(handler=_verify)
+    sigma = commands.add_parser("sigma", help="Sigma rules for SIEMs")
+    sigma_commands = sigma.add_subparsers(dest="sigma_command", required=True)
+    sigma_list = sigma_commands.add_parser("list", help="list the shipped Sigma rules")
+    sigma_list.set_defaults(handler=_sigma_list)
+    export = sigma_commands.add_parser("export", help="convert the Sigma rules to SIEM queries")
+    export.add_argument("--backend", required=True, choices=["splunk", "elasticsearch", "opensearch", "loki"])
+    export.add_argument("--schema", choices=["otel", "ecs"],
+                        help="field names: raw OTLP attributes or ECS (default: ecs for Elastic/OpenSearch)")
+    export.add_argument("--output", help="a directory for one file per rule (default: stdout)")
+    export.set_defaults(handler=_sigma_export)
     keygen = commands.add_parser("keygen", help="create an integrity key and a checkpoint signing key pair")
     keygen.add_argument("--out", default=".")
     keygen.set_defaults(handler=_keygen)

@@ -1,0 +1,1 @@
+"""SIEM integration: Sigma rules and conversion to SIEM queries (`milvus-audit sigma ...`)."""
