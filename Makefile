@@ -24,7 +24,8 @@ $(VENV)/.dev: pyproject.toml | $(BIN)/python
 $(VENV26)/.dev: pyproject.toml
 	$(PYTHON) -m venv $(VENV26)
 	$(VENV26)/bin/pip install -q --upgrade pip
-	$(VENV26)/bin/pip install -q -e . "pymilvus>=2.6,<2.7" pytest pytest-asyncio
+	# pymilvus 2.6 (what LangChain and LlamaIndex's Milvus packages require), with those frameworks
+	$(VENV26)/bin/pip install -q -e ".[dev,frameworks]" "pymilvus>=2.6,<2.7"
 	touch $@
 
 demo: $(VENV)/.demo
@@ -40,7 +41,8 @@ unit: $(VENV)/.dev
 	scripts/in-netns $(BIN)/pytest -q -p no:cacheprovider
 
 catalog26: $(VENV26)/.dev
-	$(VENV26)/bin/pytest -q -p no:cacheprovider -m catalog tests/test_catalog.py
+	$(VENV26)/bin/pytest -q -p no:cacheprovider -m catalog tests/test_catalog.py tests/test_instrumentor.py
+	$(VENV26)/bin/pytest -q -p no:cacheprovider tests/test_frameworks.py
 
 test: lint typecheck unit catalog26
 

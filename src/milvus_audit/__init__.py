@@ -12,6 +12,7 @@ from milvus_audit.client import AsyncMilvusClient, MilvusClient, instrument
 from milvus_audit.config import AuditConfig
 from milvus_audit.context import enduser
 from milvus_audit.exceptions import AccessBlocked, AuditUnavailable
+from milvus_audit.instrumentor import MilvusAuditInstrumentor
 from milvus_audit.pipeline import AuditPipeline, configure
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "AuditEvent",
     "AuditPipeline",
     "AuditUnavailable",
+    "MilvusAuditInstrumentor",
     "MilvusClient",
     "__version__",
     "configure",

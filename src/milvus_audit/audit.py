@@ -8,6 +8,7 @@ contained, counted and logged once.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
@@ -34,6 +35,10 @@ from milvus_audit.spool import active_spools
 log = logging.getLogger("milvus_audit")
 
 AUDIT_EVENT = "milvus.audit"
+
+# Set while an instrumented pymilvus call runs: calls it makes on itself (create_collection
+# calls create_index) are part of it, not records of their own.
+IN_AUDITED_CALL: contextvars.ContextVar[bool] = contextvars.ContextVar("milvus_audit_in_call", default=False)
 
 
 class _InternalErrors:

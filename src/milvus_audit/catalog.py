@@ -255,6 +255,10 @@ _ENTRIES: tuple[Operation, ...] = (
         mutating=True),
     _op("get_replicate_info", M, "Reads replication progress."),
     _op("dump_messages", M, "Reads raw WAL messages from a channel."),
+    # --- bulk import (reached through the ORM's utility module) ----------------
+    _op("bulk_insert", W, "Starts a bulk import of files into a collection.", mutating=True, collection=_C),
+    _op("get_bulk_insert_state", W, "Reads a bulk import's state."),
+    _op("list_bulk_insert_tasks", W, "Lists bulk import tasks.", collection=_C),
     # --- local helpers: no server call, not audited -----------------------------
     _local("create_schema", "Builds a schema object locally."),
     _local("create_field_schema", "Builds a field schema object locally."),
@@ -278,3 +282,156 @@ def lookup(name: str) -> Operation:
 
 def operations() -> Iterator[Operation]:
     return iter(_ENTRIES)
+
+
+# --- the pymilvus ORM API ------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class OrmEntry:
+    """An ORM call, audited as the catalog operation it performs.
+
+    `renames` maps the operation's parameter names to the ORM's (`filter` is `expr`
+    there). `owner` says where the collection comes from: the `Collection`/`Partition`
+    object itself, or the call's arguments (`utility`). `with_param` switches to another
+    operation when that argument is given (`Collection(name, schema)` creates).
+    """
+
+    operation: str | None  # None: local, no server call
+    renames: Mapping[str, str] = field(default_factory=dict)
+    with_param: tuple[str, str] | None = None
+
+
+_ORM_FILTER = {"filter": "expr"}
+_ORM_WRITE = {"partition_names": "partition_name"}
+_ORM_SEARCH = {"filter": "expr", "search_params": "param"}
+
+
+def _orm(operation: str | None, **renames: str) -> OrmEntry:
+    return OrmEntry(operation, renames)
+
+
+ORM: Mapping[str, OrmEntry] = {
+    # connections
+    "connections.connect": _orm("connect"),
+    "connections.disconnect": _orm("close"),
+    "connections.async_disconnect": _orm("close"),
+    "connections.add_connection": _orm(None),
+    "connections.remove_connection": _orm(None),
+    "connections.async_remove_connection": _orm(None),
+    "connections.get_connection_addr": _orm(None),
+    "connections.has_connection": _orm(None),
+    "connections.list_connections": _orm(None),
+    # Collection
+    "Collection.__init__": OrmEntry("describe_collection", {"collection_name": "name"},
+                                    with_param=("schema", "create_collection")),
+    "Collection.search": OrmEntry("search", _ORM_SEARCH),
+    "Collection.hybrid_search": _orm("hybrid_search"),
+    "Collection.query": OrmEntry("query", _ORM_FILTER),
+    "Collection.query_iterator": OrmEntry("query_iterator", _ORM_FILTER),
+    "Collection.search_iterator": OrmEntry("search_iterator", _ORM_SEARCH),
+    "Collection.insert": _orm("insert"),
+    "Collection.upsert": _orm("upsert"),
+    "Collection.delete": OrmEntry("delete", _ORM_FILTER),
+    "Collection.truncate": _orm("truncate_collection"),
+    "Collection.drop": _orm("drop_collection"),
+    "Collection.describe": _orm("describe_collection"),
+    "Collection.load": _orm("load_collection"),
+    "Collection.release": _orm("release_collection"),
+    "Collection.flush": _orm("flush"),
+    "Collection.compact": _orm("compact"),
+    "Collection.get_compaction_state": _orm("get_compaction_state"),
+    "Collection.get_compaction_plans": _orm("get_compaction_plans"),
+    "Collection.wait_for_compaction_completed": _orm("get_compaction_state"),
+    "Collection.create_index": _orm("create_index"),
+    "Collection.drop_index": _orm("drop_index"),
+    "Collection.alter_index": _orm("alter_index_properties"),
+    "Collection.has_index": _orm("describe_index"),
+    "Collection.index": _orm("describe_index"),
+    "Collection.create_partition": _orm("create_partition"),
+    "Collection.drop_partition": _orm("drop_partition"),
+    "Collection.has_partition": _orm("has_partition"),
+    "Collection.partition": _orm("has_partition"),
+    "Collection.get_replicas": _orm("describe_replica"),
+    "Collection.set_properties": _orm("alter_collection_properties"),
+    "Collection.construct_from_dataframe": _orm("create_collection"),
+    # Partition
+    "Partition.__init__": _orm("create_partition"),
+    "Partition.search": OrmEntry("search", _ORM_SEARCH),
+    "Partition.hybrid_search": _orm("hybrid_search"),
+    "Partition.query": OrmEntry("query", _ORM_FILTER),
+    "Partition.insert": _orm("insert"),
+    "Partition.upsert": _orm("upsert"),
+    "Partition.delete": OrmEntry("delete", _ORM_FILTER),
+    "Partition.load": _orm("load_partitions"),
+    "Partition.release": _orm("release_partitions"),
+    "Partition.drop": _orm("drop_partition"),
+    "Partition.flush": _orm("flush"),
+    "Partition.get_replicas": _orm("describe_replica"),
+    # Index
+    "Index.__init__": _orm("create_index"),
+    "Index.drop": _orm("drop_index"),
+    "Index.to_dict": _orm(None),
+    # Role
+    "Role.__init__": _orm(None),
+    "Role.create": _orm("create_role"),
+    "Role.drop": _orm("drop_role"),
+    "Role.add_user": OrmEntry("grant_role", {"user_name": "username"}),
+    "Role.remove_user": OrmEntry("revoke_role", {"user_name": "username"}),
+    "Role.get_users": _orm("describe_role"),
+    "Role.is_exist": _orm("describe_role"),
+    "Role.grant": OrmEntry("grant_privilege", {"object_type": "object"}),
+    "Role.revoke": OrmEntry("revoke_privilege", {"object_type": "object"}),
+    "Role.grant_v2": _orm("grant_privilege_v2"),
+    "Role.revoke_v2": _orm("revoke_privilege_v2"),
+    "Role.list_grant": _orm("describe_role"),
+    "Role.list_grants": _orm("describe_role"),
+    "Role.create_privilege_group": _orm("create_privilege_group"),
+    "Role.drop_privilege_group": _orm("drop_privilege_group"),
+    "Role.list_privilege_groups": _orm("list_privilege_groups"),
+    "Role.add_privileges_to_group": _orm("add_privileges_to_group"),
+    "Role.remove_privileges_from_group": _orm("remove_privileges_from_group"),
+    # utility
+    "utility.has_collection": _orm("has_collection"),
+    "utility.has_partition": _orm("has_partition"),
+    "utility.list_collections": _orm("list_collections"),
+    "utility.drop_collection": _orm("drop_collection"),
+    "utility.truncate_collection": _orm("truncate_collection"),
+    "utility.rename_collection": _orm("rename_collection"),
+    "utility.create_alias": _orm("create_alias"),
+    "utility.alter_alias": _orm("alter_alias"),
+    "utility.drop_alias": _orm("drop_alias"),
+    "utility.list_aliases": _orm("list_aliases"),
+    "utility.list_indexes": _orm("list_indexes"),
+    "utility.index_building_progress": _orm("describe_index"),
+    "utility.wait_for_index_building_complete": _orm("describe_index"),
+    "utility.loading_progress": _orm("get_load_state"),
+    "utility.load_state": _orm("get_load_state"),
+    "utility.wait_for_loading_complete": _orm("get_load_state"),
+    "utility.get_query_segment_info": _orm("list_loaded_segments"),
+    "utility.load_balance": _orm("transfer_replica"),
+    "utility.flush_all": _orm("flush_all"),
+    "utility.get_server_version": _orm("get_server_version"),
+    "utility.get_server_type": _orm("get_server_type"),
+    "utility.create_user": OrmEntry("create_user", {"user_name": "user"}),
+    "utility.delete_user": OrmEntry("drop_user", {"user_name": "user"}),
+    "utility.update_password": OrmEntry("update_password", {"user_name": "user"}),
+    "utility.reset_password": OrmEntry("update_password", {"user_name": "user"}),
+    "utility.list_usernames": _orm("list_users"),
+    "utility.list_users": _orm("list_users"),
+    "utility.list_user": OrmEntry("describe_user", {"user_name": "username"}),
+    "utility.list_roles": _orm("list_roles"),
+    "utility.create_resource_group": _orm("create_resource_group"),
+    "utility.drop_resource_group": _orm("drop_resource_group"),
+    "utility.describe_resource_group": _orm("describe_resource_group"),
+    "utility.list_resource_groups": _orm("list_resource_groups"),
+    "utility.update_resource_groups": _orm("update_resource_groups"),
+    "utility.transfer_node": _orm("update_resource_groups"),
+    "utility.transfer_replica": _orm("transfer_replica"),
+    "utility.do_bulk_insert": _orm("bulk_insert"),
+    "utility.get_bulk_insert_state": _orm("get_bulk_insert_state"),
+    "utility.list_bulk_insert_tasks": _orm("list_bulk_insert_tasks"),
+    "utility.hybridts_to_datetime": _orm(None),
+    "utility.hybridts_to_unixtime": _orm(None),
+    "utility.mkts_from_datetime": _orm(None),
+    "utility.mkts_from_hybridts": _orm(None),
+    "utility.mkts_from_unixtime": _orm(None),
+}

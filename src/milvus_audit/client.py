@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pymilvus
 
@@ -43,11 +45,14 @@ def _attach_sinks(auditor: Auditor, config: AuditConfig) -> None:
     auditor.sinks.append(functools.partial(sink.observe, auditor=auditor))
 
 
-def _connect(cls: type, inner_cls: type, args: tuple[Any, ...], kwargs: dict[str, Any],
-             audit: AuditConfig | None) -> tuple[Any, Auditor]:
-    """Construct the inner client, auditing the connect attempt and its outcome."""
-    config = audit or AuditConfig()
-    info = ConnectionInfo.from_arguments(inner_cls, args, kwargs, credential_key(config.credential_key))
+T = TypeVar("T")
+_BARE_CONSTRUCTION: contextvars.ContextVar[bool] = contextvars.ContextVar("milvus_audit_bare", default=False)
+
+
+def audited_connect(client_cls: type, args: tuple[Any, ...], kwargs: dict[str, Any], config: AuditConfig,
+                    construct: Callable[[], T]) -> tuple[T, Auditor]:
+    """Run `construct` (which connects), auditing the attempt and its outcome as `connect`."""
+    info = ConnectionInfo.from_arguments(client_cls, args, kwargs, credential_key(config.credential_key))
     auditor = Auditor(config, info)
     _attach_sinks(auditor, config)
     if auditor.fail_closed:
@@ -56,14 +61,29 @@ def _connect(cls: type, inner_cls: type, args: tuple[Any, ...], kwargs: dict[str
         auditor.refuse_if_blocked(_CONNECT, (), {}, None)
     call = auditor.begin(_CONNECT, (), {}, {"milvus_audit.tls": info.tls})
     try:
-        inner = inner_cls(*args, **kwargs)
+        result = construct()
     except BaseException as exc:
         if call is not None:
             auditor.finish(call, None, exc)
         raise
     if call is not None:
         auditor.finish(call, None, None)
-    return inner, auditor
+    return result, auditor
+
+
+def bare_constructing() -> bool:
+    """True while the drop-in client builds its inner pymilvus client (not to be audited again)."""
+    return _BARE_CONSTRUCTION.get()
+
+
+def _bare(inner_cls: type, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Callable[[], Any]:
+    def construct() -> Any:
+        token = _BARE_CONSTRUCTION.set(True)
+        try:
+            return inner_cls(*args, **kwargs)
+        finally:
+            _BARE_CONSTRUCTION.reset(token)
+    return construct
 
 
 class MilvusClient(_SyncProxy):  # type: ignore[misc, valid-type]
@@ -74,7 +94,9 @@ class MilvusClient(_SyncProxy):  # type: ignore[misc, valid-type]
     """
 
     def __init__(self, *args: Any, audit: AuditConfig | None = None, **kwargs: Any) -> None:
-        inner, auditor = _connect(type(self), pymilvus.MilvusClient, args, kwargs, audit)
+        config = audit or AuditConfig()
+        inner, auditor = audited_connect(pymilvus.MilvusClient, args, kwargs, config,
+                                         _bare(pymilvus.MilvusClient, args, kwargs))
         super().__init__(inner, auditor)
 
     def __enter__(self) -> MilvusClient:
@@ -88,7 +110,9 @@ class AsyncMilvusClient(_AsyncProxy):  # type: ignore[misc, valid-type]
     """`pymilvus.AsyncMilvusClient`, audited, including `async with`."""
 
     def __init__(self, *args: Any, audit: AuditConfig | None = None, **kwargs: Any) -> None:
-        inner, auditor = _connect(type(self), pymilvus.AsyncMilvusClient, args, kwargs, audit)
+        config = audit or AuditConfig()
+        inner, auditor = audited_connect(pymilvus.AsyncMilvusClient, args, kwargs, config,
+                                         _bare(pymilvus.AsyncMilvusClient, args, kwargs))
         super().__init__(inner, auditor)
 
     async def __aenter__(self) -> AsyncMilvusClient:

@@ -51,11 +51,17 @@ class ConnectionInfo:
         cls, client_cls: type, args: tuple[Any, ...], kwargs: dict[str, Any], key: bytes
     ) -> ConnectionInfo:
         try:
-            bound = inspect.signature(client_cls).bind(*args, **kwargs)
+            init = client_cls.__init__  # type: ignore[misc]  # not the class: __new__ may be patched
+            bound = inspect.signature(init).bind(None, *args, **kwargs)
         except TypeError:
             bound = None
         params: dict[str, Any] = dict(bound.arguments) if bound else dict(kwargs)
         params.update(params.pop("kwargs", {}) or {})
+        return cls.from_parameters(params, key)
+
+    @classmethod
+    def from_parameters(cls, params: dict[str, Any], key: bytes) -> ConnectionInfo:
+        """From named connection parameters (`uri`, `user`, `password`, `token`, `db_name`, TLS options)."""
         uri = str(params.get("uri") or "http://localhost:19530")
         user = str(params.get("user") or "")
         password = str(params.get("password") or "")

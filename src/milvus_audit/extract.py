@@ -226,10 +226,13 @@ class CallPlan:
     result_measure: tuple[str, Callable[[Any], int | None]] | None
 
     @classmethod
-    def compile(cls, operation: Operation, signature_of: Callable[..., Any] | None) -> CallPlan:
+    def compile(cls, operation: Operation, signature_of: Callable[..., Any] | None,
+                renames: Mapping[str, str] | None = None) -> CallPlan:
+        """`renames` maps the catalog's parameter names to the method's (the ORM says `expr`)."""
         positions = _positions(signature_of)
 
         def slot(name: str) -> Slot:
+            name = renames.get(name, name) if renames else name
             return Slot(name, positions.get(name))
 
         fields: list[tuple[str, Slot, Transform]] = []

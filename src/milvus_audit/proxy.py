@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import wrapt
 
@@ -26,6 +26,7 @@ class AuditedObject(wrapt.ObjectProxy):  # type: ignore[misc, type-arg]
     _self_auditor: Auditor
     _self_extra: dict[str, Any] | None
     _self_pages: int
+    _audit_plans: dict[str, CallPlan] = {}  # per class: the plan of each audited method
 
     def __init__(self, wrapped: Any, auditor: Auditor, extra: dict[str, Any] | None = None) -> None:
         super().__init__(wrapped)
@@ -60,69 +61,89 @@ class AuditedClient(AuditedObject):
         return value
 
 
-def _after(proxy: AuditedObject, plan: CallPlan, args: tuple[Any, ...], kwargs: dict[str, Any],
-           result: Any) -> Any:
+class Target(NamedTuple):
+    """What an audited method call resolves to: who audits it, what to call, and the context
+    (`extra` attributes and the client class, for sessions and iterators it returns)."""
+
+    auditor: Auditor | None
+    function: Callable[..., Any]
+    extra: dict[str, Any] | None
+    client_type: type
+
+
+Resolver = Callable[[Any, str], Target]
+
+
+def proxy_target(proxy: AuditedObject, name: str) -> Target:
+    wrapped = proxy.__wrapped__
+    return Target(proxy._self_auditor, getattr(wrapped, name), proxy._self_extra, type(wrapped))
+
+
+def _after(target: Target, plan: CallPlan, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> Any:
     """State changes and result wrapping that follow a successful call."""
+    assert target.auditor is not None
     if plan.operation.switches_database and plan.database_slot is not None:
-        proxy._self_auditor.set_database(str(plan.database_slot.get(args, kwargs) or ""))
+        target.auditor.set_database(str(plan.database_slot.get(args, kwargs) or ""))
     if plan.operation.wraps_result and result is not None:
-        return wrap_result(proxy, plan, result, args, kwargs)
+        return wrap_result(target, plan, result, args, kwargs)
     return result
 
 
-def _sync_wrapper(name: str, plan: CallPlan) -> Callable[..., Any]:
+def audited_method(name: str, plan: CallPlan, is_async: bool, resolve: Resolver = proxy_target) -> Callable[..., Any]:
+    """The one audited call path, for proxies and for instrumented pymilvus classes alike."""
     after = plan.operation.switches_database or plan.operation.wraps_result
 
-    def method(self: AuditedObject, *args: Any, **kwargs: Any) -> Any:
-        auditor = self._self_auditor
+    def start(target: Target, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        auditor = target.auditor
+        assert auditor is not None
         if auditor.fail_closed:
-            auditor.refuse_unless_durable(plan, args, kwargs, self._self_extra)
+            auditor.refuse_unless_durable(plan, args, kwargs, target.extra)
         if auditor.blocks:
-            auditor.refuse_if_blocked(plan, args, kwargs, self._self_extra)
-        call = auditor.begin(plan, args, kwargs, self._self_extra)
+            auditor.refuse_if_blocked(plan, args, kwargs, target.extra)
+        return auditor.begin(plan, args, kwargs, target.extra)
+
+    if is_async:
+        async def async_method(self: Any, *args: Any, **kwargs: Any) -> Any:
+            target = resolve(self, name)
+            if target.auditor is None:
+                return await target.function(*args, **kwargs)
+            call = start(target, args, kwargs)
+            if call is None:
+                result = await target.function(*args, **kwargs)
+            else:
+                try:
+                    result = await target.function(*args, **kwargs)
+                except BaseException as exc:
+                    target.auditor.finish(call, None, exc)
+                    raise
+                target.auditor.finish(call, result, None)
+            return _after(target, plan, args, kwargs, result) if after else result
+
+        async_method.__name__ = name
+        return async_method
+
+    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        target = resolve(self, name)
+        if target.auditor is None:
+            return target.function(*args, **kwargs)
+        call = start(target, args, kwargs)
         if call is None:
-            result = getattr(self.__wrapped__, name)(*args, **kwargs)
+            result = target.function(*args, **kwargs)
         else:
             try:
-                result = getattr(self.__wrapped__, name)(*args, **kwargs)
+                result = target.function(*args, **kwargs)
             except BaseException as exc:
-                auditor.finish(call, None, exc)
+                target.auditor.finish(call, None, exc)
                 raise
-            auditor.finish(call, result, None)
-        return _after(self, plan, args, kwargs, result) if after else result
-
-    method.__name__ = name
-    return method
-
-
-def _async_wrapper(name: str, plan: CallPlan) -> Callable[..., Any]:
-    after = plan.operation.switches_database or plan.operation.wraps_result
-
-    async def method(self: AuditedObject, *args: Any, **kwargs: Any) -> Any:
-        auditor = self._self_auditor
-        if auditor.fail_closed:
-            auditor.refuse_unless_durable(plan, args, kwargs, self._self_extra)
-        if auditor.blocks:
-            auditor.refuse_if_blocked(plan, args, kwargs, self._self_extra)
-        call = auditor.begin(plan, args, kwargs, self._self_extra)
-        if call is None:
-            result = await getattr(self.__wrapped__, name)(*args, **kwargs)
-        else:
-            try:
-                result = await getattr(self.__wrapped__, name)(*args, **kwargs)
-            except BaseException as exc:
-                auditor.finish(call, None, exc)
-                raise
-            auditor.finish(call, result, None)
-        return _after(self, plan, args, kwargs, result) if after else result
+            target.auditor.finish(call, result, None)
+        return _after(target, plan, args, kwargs, result) if after else result
 
     method.__name__ = name
     return method
 
 
 def _bind_dynamic(proxy: AuditedObject, plan: CallPlan, bound: Any) -> Callable[..., Any]:
-    name = plan.operation.name
-    wrapper = (_async_wrapper if inspect.iscoroutinefunction(bound) else _sync_wrapper)(name, plan)
+    wrapper = audited_method(plan.operation.name, plan, inspect.iscoroutinefunction(bound))
     bound_wrapper: Callable[..., Any] = wrapper.__get__(proxy, type(proxy))
     return bound_wrapper
 
@@ -152,8 +173,7 @@ def build_proxy_class(name: str, target: type, *, base: type[AuditedObject] = Au
         source = getattr(signature_source, attribute, function) if signature_source else function
         plan = CallPlan.compile(operation, source)
         plans[attribute] = plan
-        make = _async_wrapper if inspect.iscoroutinefunction(function) else _sync_wrapper
-        namespace[attribute] = make(attribute, plan)
+        namespace[attribute] = audited_method(attribute, plan, inspect.iscoroutinefunction(function))
     namespace["_audit_plans"] = plans
     proxy_class: type[AuditedObject] = type(name, (base,), namespace)
     return proxy_class
@@ -175,7 +195,7 @@ def _session_class(session_type: type, client_type: type) -> type[AuditedObject]
     return cls
 
 
-def _iterator_class(iterator_type: type, operation: Operation) -> type[AuditedObject]:
+def iterator_class(iterator_type: type, operation: Operation) -> type[AuditedObject]:
     key = (iterator_type, operation.name)
     cached = _ITERATOR_CLASSES.get(key)
     if cached is not None:
@@ -231,23 +251,22 @@ def _page_wrapper(name: str, plan: CallPlan, is_async: bool) -> Callable[..., An
     return next_page
 
 
-def wrap_result(proxy: AuditedObject, plan: CallPlan, result: Any,
-                args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def wrap_result(target: Target, plan: CallPlan, result: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """Wrap a returned session or iterator so that its server calls are audited too."""
     operation = plan.operation
+    auditor = target.auditor
+    assert auditor is not None
     try:
-        extra = dict(proxy._self_extra or {})
+        extra = dict(target.extra or {})
         if operation.category is Category.CONNECTION:  # session()
             cluster = getattr(result, "_cluster_id", None)
             if cluster:
                 extra["milvus_audit.session.cluster_id"] = str(cluster)
-            session_class = _session_class(type(result), type(proxy.__wrapped__))
-            return session_class(result, proxy._self_auditor, extra)
+            return _session_class(type(result), target.client_type)(result, auditor, extra)
         if hasattr(result, "next"):
             # Every page carries the iterator call's own request attributes.
-            proxy._self_auditor.request_attributes(plan, args, kwargs, extra)
-            iterator_class = _iterator_class(type(result), operation)
-            return iterator_class(result, proxy._self_auditor, extra)
+            auditor.request_attributes(plan, args, kwargs, extra)
+            return iterator_class(type(result), operation)(result, auditor, extra)
     except Exception as exc:
         INTERNAL_ERRORS.report("wrap " + operation.name, exc)
     return result

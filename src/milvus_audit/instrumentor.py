@@ -1,0 +1,141 @@
+"""Auditing code you don't own: an OpenTelemetry `BaseInstrumentor` for pymilvus.
+
+`MilvusAuditInstrumentor().instrument(...)` audits every `pymilvus.MilvusClient` and
+`AsyncMilvusClient` constructed afterwards, anywhere in the process (LangChain,
+LlamaIndex, your own code): the classes' `__init__` records the connect and gives the
+instance an auditor, and each catalogued method goes through the same audited call path
+as the drop-in proxy. It also audits the ORM API (`connections`, `Collection`,
+`Partition`, `Index`, `Role`, `utility`), see `milvus_audit.orm`. Registered under the
+`opentelemetry_instrumentor` entry point, so `opentelemetry-instrument python app.py`
+turns it on without code changes.
+
+Clients created before `instrument()` stay unaudited. `uninstrument()` restores
+pymilvus exactly. The drop-in `milvus_audit.MilvusClient` is not audited twice.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import threading
+from collections.abc import Callable, Collection
+from dataclasses import fields
+from typing import Any
+
+import pymilvus
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
+
+from milvus_audit.audit import IN_AUDITED_CALL
+from milvus_audit.client import _AsyncProxy, _SyncProxy, audited_connect, bare_constructing
+from milvus_audit.config import AuditConfig
+from milvus_audit.proxy import Target, audited_method
+
+_INSTRUMENTS = ("pymilvus >= 2.6, < 4",)
+_CONFIG_FIELDS = {f.name for f in fields(AuditConfig) if f.init}
+
+
+def _config_from(kwargs: dict[str, Any]) -> AuditConfig:
+    audit = kwargs.get("audit")
+    if isinstance(audit, AuditConfig):
+        return audit
+    return AuditConfig(**{key: value for key, value in kwargs.items() if key in _CONFIG_FIELDS})
+
+
+class MilvusAuditInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+    """Audit every pymilvus client created after `instrument()`. Idempotent and thread-safe."""
+
+    _lock = threading.Lock()
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return _INSTRUMENTS
+
+    def instrument(self, **kwargs: Any) -> Any:
+        with self._lock:
+            return super().instrument(**kwargs)
+
+    def uninstrument(self, **kwargs: Any) -> Any:
+        with self._lock:
+            return super().uninstrument(**kwargs)
+
+    def _instrument(self, **kwargs: Any) -> None:
+        import milvus_audit.orm as orm
+
+        config = _config_from(kwargs)
+        self._originals: list[tuple[type, str, Any]] = []
+        for cls, proxy_class in ((pymilvus.MilvusClient, _SyncProxy), (pymilvus.AsyncMilvusClient, _AsyncProxy)):
+            self._patch(cls, "__init__", _audited_init(cls, config))
+            for name, plan in proxy_class._audit_plans.items():
+                original = getattr(cls, name)
+                self._patch(cls, name, audited_method(name, plan, inspect.iscoroutinefunction(original),
+                                                      _instance_target(original)))
+        patches = orm.OrmPatches(config)
+        patches.apply()
+        self._orm: orm.OrmPatches | None = patches
+
+    def _patch(self, cls: type, name: str, replacement: Any) -> None:
+        self._originals.append((cls, name, cls.__dict__.get(name, _ABSENT)))
+        setattr(cls, name, replacement)
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        for cls, name, original in reversed(getattr(self, "_originals", [])):
+            if original is _ABSENT:
+                delattr(cls, name)
+            else:
+                setattr(cls, name, original)
+        self._originals = []
+        patches = getattr(self, "_orm", None)
+        if patches is not None:
+            patches.restore()
+            self._orm = None
+
+
+_ABSENT = object()
+AUDITOR = "_milvus_audit_auditor"
+
+
+def _audited_init(cls: type, config: AuditConfig) -> Callable[..., None]:
+    original = cls.__init__  # type: ignore[misc]
+
+    @functools.wraps(original)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        if bare_constructing():  # the drop-in client's inner client: audited by its proxy
+            original(self, *args, **kwargs)
+            return
+        _, auditor = audited_connect(cls, args, kwargs, config, lambda: original(self, *args, **kwargs))
+        self.__dict__[AUDITOR] = auditor
+
+    return __init__
+
+
+def _instance_target(original: Callable[..., Any]) -> Callable[[Any, str], Target]:
+    """Resolve a call on an instrumented instance: its auditor, and the original method marked
+    as an audited call, so the calls it makes on itself are not recorded again."""
+    is_async = inspect.iscoroutinefunction(original)
+
+    def resolve(instance: Any, name: str) -> Target:
+        bound = original.__get__(instance, type(instance))
+        auditor = None if IN_AUDITED_CALL.get() else instance.__dict__.get(AUDITOR)
+        if auditor is None:
+            return Target(None, bound, None, type(instance))
+        return Target(auditor, _marked_async(bound) if is_async else _marked(bound), None, type(instance))
+    return resolve
+
+
+def _marked(bound: Callable[..., Any]) -> Callable[..., Any]:
+    def call(*args: Any, **kwargs: Any) -> Any:
+        token = IN_AUDITED_CALL.set(True)
+        try:
+            return bound(*args, **kwargs)
+        finally:
+            IN_AUDITED_CALL.reset(token)
+    return call
+
+
+def _marked_async(bound: Callable[..., Any]) -> Callable[..., Any]:
+    async def call(*args: Any, **kwargs: Any) -> Any:
+        token = IN_AUDITED_CALL.set(True)
+        try:
+            return await bound(*args, **kwargs)
+        finally:
+            IN_AUDITED_CALL.reset(token)
+    return call
