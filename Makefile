@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 VENV26 := .venv-pymilvus26
+VENVFW := .venv-frameworks
 
-.PHONY: demo test lint typecheck unit catalog26 bench clean
+.PHONY: demo test lint typecheck unit catalog26 frameworks bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +25,15 @@ $(VENV)/.dev: pyproject.toml | $(BIN)/python
 $(VENV26)/.dev: pyproject.toml
 	$(PYTHON) -m venv $(VENV26)
 	$(VENV26)/bin/pip install -q --upgrade pip
-	# pymilvus 2.6 (what LangChain and LlamaIndex's Milvus packages require), with those frameworks
-	$(VENV26)/bin/pip install -q -e ".[dev,frameworks]" "pymilvus>=2.6,<2.7"
+	$(VENV26)/bin/pip install -q -e ".[dev]" "pymilvus>=2.6,<2.7"
+	touch $@
+
+# LangChain and LlamaIndex need pymilvus < 3; langchain-milvus 0.3.3 fails on pymilvus >= 2.6.10
+# ("should create connection first"), LlamaIndex needs >= 2.6.7.
+$(VENVFW)/.dev: pyproject.toml
+	$(PYTHON) -m venv $(VENVFW)
+	$(VENVFW)/bin/pip install -q --upgrade pip
+	$(VENVFW)/bin/pip install -q -e ".[dev,frameworks]" "pymilvus==2.6.7"
 	touch $@
 
 demo: $(VENV)/.demo
@@ -42,13 +50,15 @@ unit: $(VENV)/.dev
 
 catalog26: $(VENV26)/.dev
 	$(VENV26)/bin/pytest -q -p no:cacheprovider -m catalog tests/test_catalog.py tests/test_instrumentor.py
-	$(VENV26)/bin/pytest -q -p no:cacheprovider tests/test_frameworks.py
 
-test: lint typecheck unit catalog26
+frameworks: $(VENVFW)/.dev
+	scripts/in-netns $(VENVFW)/bin/pytest -q -p no:cacheprovider tests/test_frameworks.py
+
+test: lint typecheck unit catalog26 frameworks
 
 bench: $(VENV)/.dev
 	$(BIN)/pip install -q -e ".[bench]"
 	scripts/in-netns $(BIN)/python benchmarks/run.py
 
 clean:
-	rm -rf $(VENV) $(VENV26) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(VENV26) $(VENVFW) .mypy_cache .ruff_cache .pytest_cache
