@@ -49,17 +49,16 @@ T = TypeVar("T")
 _BARE_CONSTRUCTION: contextvars.ContextVar[bool] = contextvars.ContextVar("milvus_audit_bare", default=False)
 
 
-def audited_connect(client_cls: type, args: tuple[Any, ...], kwargs: dict[str, Any], config: AuditConfig,
-                    construct: Callable[[], T]) -> tuple[T, Auditor]:
+def audited_connect(info: ConnectionInfo, config: AuditConfig, construct: Callable[[], T],
+                    extra: dict[str, Any] | None = None) -> tuple[T, Auditor]:
     """Run `construct` (which connects), auditing the attempt and its outcome as `connect`."""
-    info = ConnectionInfo.from_arguments(client_cls, args, kwargs, credential_key(config.credential_key))
     auditor = Auditor(config, info)
     _attach_sinks(auditor, config)
     if auditor.fail_closed:
         auditor.refuse_unless_durable(_CONNECT, (), {}, None)
     if auditor.blocks:
         auditor.refuse_if_blocked(_CONNECT, (), {}, None)
-    call = auditor.begin(_CONNECT, (), {}, {"milvus_audit.tls": info.tls})
+    call = auditor.begin(_CONNECT, (), {}, {"milvus_audit.tls": info.tls, **(extra or {})})
     try:
         result = construct()
     except BaseException as exc:
@@ -69,6 +68,11 @@ def audited_connect(client_cls: type, args: tuple[Any, ...], kwargs: dict[str, A
     if call is not None:
         auditor.finish(call, None, None)
     return result, auditor
+
+
+def connection_info(client_cls: type, args: tuple[Any, ...], kwargs: dict[str, Any],
+                    config: AuditConfig) -> ConnectionInfo:
+    return ConnectionInfo.from_arguments(client_cls, args, kwargs, credential_key(config.credential_key))
 
 
 def bare_constructing() -> bool:
@@ -95,8 +99,8 @@ class MilvusClient(_SyncProxy):  # type: ignore[misc, valid-type]
 
     def __init__(self, *args: Any, audit: AuditConfig | None = None, **kwargs: Any) -> None:
         config = audit or AuditConfig()
-        inner, auditor = audited_connect(pymilvus.MilvusClient, args, kwargs, config,
-                                         _bare(pymilvus.MilvusClient, args, kwargs))
+        info = connection_info(pymilvus.MilvusClient, args, kwargs, config)
+        inner, auditor = audited_connect(info, config, _bare(pymilvus.MilvusClient, args, kwargs))
         super().__init__(inner, auditor)
 
     def __enter__(self) -> MilvusClient:
@@ -111,8 +115,8 @@ class AsyncMilvusClient(_AsyncProxy):  # type: ignore[misc, valid-type]
 
     def __init__(self, *args: Any, audit: AuditConfig | None = None, **kwargs: Any) -> None:
         config = audit or AuditConfig()
-        inner, auditor = audited_connect(pymilvus.AsyncMilvusClient, args, kwargs, config,
-                                         _bare(pymilvus.AsyncMilvusClient, args, kwargs))
+        info = connection_info(pymilvus.AsyncMilvusClient, args, kwargs, config)
+        inner, auditor = audited_connect(info, config, _bare(pymilvus.AsyncMilvusClient, args, kwargs))
         super().__init__(inner, auditor)
 
     async def __aenter__(self) -> AsyncMilvusClient:

@@ -26,7 +26,7 @@ import pymilvus
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
 from milvus_audit.audit import IN_AUDITED_CALL
-from milvus_audit.client import _AsyncProxy, _SyncProxy, audited_connect, bare_constructing
+from milvus_audit.client import _AsyncProxy, _SyncProxy, audited_connect, bare_constructing, connection_info
 from milvus_audit.config import AuditConfig
 from milvus_audit.proxy import Target, audited_method
 
@@ -101,7 +101,8 @@ def _audited_init(cls: type, config: AuditConfig) -> Callable[..., None]:
         if bare_constructing():  # the drop-in client's inner client: audited by its proxy
             original(self, *args, **kwargs)
             return
-        _, auditor = audited_connect(cls, args, kwargs, config, lambda: original(self, *args, **kwargs))
+        info = connection_info(cls, args, kwargs, config)
+        _, auditor = audited_connect(info, config, lambda: original(self, *args, **kwargs))
         self.__dict__[AUDITOR] = auditor
 
     return __init__

@@ -21,6 +21,7 @@ from pymilvus.orm.role import Role
 
 from milvus_audit.audit import IN_AUDITED_CALL, Auditor
 from milvus_audit.catalog import ORM, OrmEntry, lookup
+from milvus_audit.client import audited_connect
 from milvus_audit.config import AuditConfig
 from milvus_audit.connection import ConnectionInfo, credential_key
 from milvus_audit.extract import CallPlan
@@ -93,7 +94,7 @@ class OrmPatches:
         if qualified == "connections.connect":
             @functools.wraps(original)
             def connect(self: Any, *args: Any, **kwargs: Any) -> Any:
-                return patches._connect(original, self, args, kwargs, plan)
+                return patches._connect(original, self, args, kwargs)
             return connect
 
         @functools.wraps(original)
@@ -154,7 +155,7 @@ class OrmPatches:
         return self.auditors.get(str(alias or "default"))
 
     def _connect(self, original: Callable[..., Any], manager: Any, args: tuple[Any, ...],
-                 kwargs: dict[str, Any], plan: CallPlan) -> Any:
+                 kwargs: dict[str, Any]) -> Any:
         try:
             bound = inspect.signature(original).bind(manager, *args, **kwargs)
             params = {k: v for k, v in bound.arguments.items() if k not in ("self", "kwargs")}
@@ -164,20 +165,8 @@ class OrmPatches:
         alias = str(params.pop("alias", "default"))
         if not params.get("uri") and params.get("host"):
             params["uri"] = f"http://{params.pop('host')}:{params.pop('port', 19530)}"
-        key = credential_key(self.config.credential_key)
-        info = ConnectionInfo.from_parameters(params, key)
-        auditor = Auditor(self.config, info)
-        from milvus_audit.client import _attach_sinks
-
-        _attach_sinks(auditor, self.config)
-        call = auditor.begin(plan, (), {}, {"milvus_audit.tls": info.tls, "milvus_audit.api": "orm"})
-        try:
-            result = original(manager, *args, **kwargs)
-        except BaseException as exc:
-            if call is not None:
-                auditor.finish(call, None, exc)
-            raise
-        if call is not None:
-            auditor.finish(call, None, None)
+        info = ConnectionInfo.from_parameters(params, credential_key(self.config.credential_key))
+        result, auditor = audited_connect(info, self.config, lambda: original(manager, *args, **kwargs),
+                                          {"milvus_audit.api": "orm"})
         self.auditors[alias] = auditor
         return result
