@@ -175,12 +175,14 @@ def stub_workload(pipeline: Pipeline, rounds: int, per_round: int) -> dict[str, 
 
     always = Rules().configure("slow_query", absolute_ms=0, cooldown_s=0)
     dead = Playbook(rules=["slow_query"], actions=[Webhook("http://127.0.0.1:9/dead", timeout_s=1, retries=3)])
-    alerting = milvus_audit.instrument(StubClient(), pipeline.audit(detection=always, playbooks=[dead]))
+    alerting = milvus_audit.instrument(StubClient(), pipeline.audit(detection=always))
+    dead_webhook = milvus_audit.instrument(StubClient(), pipeline.audit(detection=always, playbooks=[dead]))
     vector = [[0.1] * DIM]
     variants = {"bare": lambda: stub.search("bench", vector, limit=10),
                 "milvus_audit": lambda: audited.search("bench", vector, limit=10),
                 "with_detection": lambda: detecting.search("bench", vector, limit=10),
-                "alert_dead_webhook": lambda: alerting.search("bench", vector, limit=10),
+                "alert_every_call": lambda: alerting.search("bench", vector, limit=10),
+                "alert_dead_webhook": lambda: dead_webhook.search("bench", vector, limit=10),
                 "floor": floor_variant(lambda: stub.search("bench", vector, limit=10), pipeline, "search")}
     samples = measure(variants, rounds, per_round)
     pipeline.flush()
@@ -314,6 +316,8 @@ def main() -> int:
     targets = {
         "stub: milvus_audit <= 1.2x floor": stub["milvus_audit"]["added_us"] <= 1.2 * floor_added,
         "stub: detection adds <= 5 µs": stub["with_detection"]["median_us"] - stub["milvus_audit"]["median_us"] <= 5,
+        "stub: a dead webhook adds <= 5 µs to an alerting call":
+            stub["alert_dead_webhook"]["median_us"] - stub["alert_every_call"]["median_us"] <= 5,
         "detection engine: median <= 5 µs/event": report["detection_engine"]["median_us"] <= 5,
         "lite search: added <= 1.2x floor's added":
             search["milvus_audit"]["added_us"] <= 1.2 * max(search["floor"]["added_us"], 1.0),
@@ -351,16 +355,16 @@ def main() -> int:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        labels, values = [], []
-        for workload, variants in [("stub", stub), ("lite search", search)]:
-            for name in ("floor", "milvus_audit", "openllmetry"):
-                if name in variants:
-                    labels.append(f"{workload}\n{name}")
-                    values.append(variants[name]["added_us"])
+        # The stub isolates instrumentation cost; on Milvus Lite it drowns in the call's own jitter.
+        names = [name for name in stub if name != "bare"]
+        values = [stub[name]["added_us"] for name in names]
+        colors = ["#999999" if name == "floor" else "#2a7a4a" for name in names]
         fig, ax = plt.subplots(figsize=(8, 4))
-        ax.bar(labels, values, color=["#999", "#2a7", "#c54"] * 2)
+        ax.bar([name.replace("_", "\n", 1) for name in names], values, color=colors)
+        for index, value in enumerate(values):
+            ax.text(index, value, f"{value:.1f}", ha="center", va="bottom")
         ax.set_ylabel("added µs per call (median)")
-        ax.set_title("Instrumentation overhead vs bare pymilvus")
+        ax.set_title("Instrumentation cost per call on a stub client, vs bare pymilvus")
         fig.tight_layout()
         fig.savefig(args.chart)
     except ImportError:

@@ -16,7 +16,8 @@ def test_benchmark_quick_run(tmp_path: Path) -> None:
                           "--chart", str(tmp_path / "chart.png")], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(out.read_text())
-    assert set(report["stub"]) == {"bare", "milvus_audit", "with_detection", "alert_dead_webhook", "floor"}
+    assert set(report["stub"]) == {"bare", "milvus_audit", "with_detection", "alert_every_call", "alert_dead_webhook",
+                                    "floor"}
     assert report["detection_engine"]["events"] == 2000
     assert set(report["spool"]) == {"never", "interval", "always"}
     for workload in ("search", "query", "insert"):

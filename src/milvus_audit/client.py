@@ -145,8 +145,8 @@ def instrument(client: Any, audit: AuditConfig | None = None) -> Any:
     The connect happened before; records carry what the client still knows of its
     endpoint and user. An already audited client is returned as it is.
     """
-    if isinstance(client, AuditedObject):
-        return client
+    if isinstance(client, AuditedObject) or "_milvus_audit_auditor" in getattr(client, "__dict__", {}):
+        return client  # already audited (by a proxy, or by MilvusAuditInstrumentor)
     config = audit or AuditConfig()
     info = ConnectionInfo.from_client(client, credential_key(config.credential_key))
     auditor = Auditor(config, info)

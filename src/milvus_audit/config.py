@@ -73,6 +73,9 @@ class AuditConfig:
         return self._shared[name]
 
     def __post_init__(self) -> None:
+        if self.playbooks and not self.detection:
+            raise ValueError("AuditConfig(playbooks=...) needs detection: playbooks answer alerts, "
+                             "set AuditConfig(detection=True) (or a rules file)")
         if self.capture_filters not in _CAPTURE_FILTERS:
             raise ValueError(
                 f"AuditConfig.capture_filters must be one of {_CAPTURE_FILTERS}, "
