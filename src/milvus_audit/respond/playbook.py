@@ -36,6 +36,12 @@ class ResponseContext:
     blocks: BlockList
     worker: DeliveryWorker
 
+    def record_queue_full(self, action: str, alert: Alert, target: str) -> None:
+        drops = self.worker.drops_to_report()
+        if drops:
+            self.record(action, alert, target, "failure", error="response queue full",
+                        extra={"milvus_audit.response.dropped": drops})
+
     def record(self, action: str, alert: Alert, target: str, outcome: str, *, dry_run: bool = False,
                error: str = "", extra: dict[str, Any] | None = None) -> None:
         attributes: dict[str, Any] = {
@@ -82,7 +88,7 @@ class Webhook:
                            extra={"milvus_audit.response.attempts": attempts})
 
         if not context.worker.submit(deliver):
-            context.record(self.name, alert, self.url, "failure", error="response queue full")
+            context.record_queue_full(self.name, alert, self.url)
 
 
 @dataclass
@@ -153,7 +159,7 @@ class Revoke:
                            error="protected or allowlisted user")
             return
         if not context.worker.submit(lambda: self._revoke(str(user), alert, context)):
-            context.record(self.name, alert, f"user:{user}", "failure", error="response queue full")
+            context.record_queue_full(self.name, alert, f"user:{user}")
 
     def _revoke(self, user: str, alert: Alert, context: ResponseContext) -> None:
         try:

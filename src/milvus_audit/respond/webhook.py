@@ -38,9 +38,13 @@ def verify(secret: str | bytes, timestamp: str, body: bytes, signature: str, *, 
 class DeliveryWorker:
     """Runs deliveries in one daemon thread; `submit` never blocks the caller."""
 
-    def __init__(self, max_queue: int = 1000, name: str = "milvus-audit-response") -> None:
+    def __init__(self, max_queue: int = 1000, name: str = "milvus-audit-response",
+                 drop_report_interval_s: float = 1.0) -> None:
         self._queue: queue.Queue[Callable[[], None]] = queue.Queue(max_queue)
         self.dropped = 0
+        self._unreported_drops = 0
+        self._last_drop_report = 0.0
+        self._drop_report_interval_s = drop_report_interval_s
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -50,7 +54,17 @@ class DeliveryWorker:
             return True
         except queue.Full:
             self.dropped += 1
+            self._unreported_drops += 1
             return False
+
+    def drops_to_report(self) -> int:
+        """Drops since the last report, at most once per interval (0 otherwise): a flood of
+        alerts against a dead endpoint costs one record a second, not one per alert."""
+        now = time.monotonic()
+        if not self._unreported_drops or now - self._last_drop_report < self._drop_report_interval_s:
+            return 0
+        drops, self._unreported_drops, self._last_drop_report = self._unreported_drops, 0, now
+        return drops
 
     def join(self, timeout_s: float = 10.0) -> bool:
         """Wait until the queue is drained (for tests and shutdown)."""
