@@ -41,6 +41,17 @@ AUDIT_EVENT = "milvus.audit"
 IN_AUDITED_CALL: contextvars.ContextVar[bool] = contextvars.ContextVar("milvus_audit_in_call", default=False)
 
 
+def flagged(flag: contextvars.ContextVar[bool], function: Callable[..., Any]) -> Callable[..., Any]:
+    """`function`, run with `flag` set: how nested pymilvus calls know what they are part of."""
+    def call(*args: Any, **kwargs: Any) -> Any:
+        token = flag.set(True)
+        try:
+            return function(*args, **kwargs)
+        finally:
+            flag.reset(token)
+    return call
+
+
 class _InternalErrors:
     """Errors inside auditing: counted, logged once at WARNING, never raised."""
 

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import pymilvus
 
-from milvus_audit.audit import Auditor
+from milvus_audit.audit import Auditor, flagged
 from milvus_audit.catalog import lookup
 from milvus_audit.config import AuditConfig
 from milvus_audit.connection import ConnectionInfo, credential_key
@@ -81,13 +81,7 @@ def bare_constructing() -> bool:
 
 
 def _bare(inner_cls: type, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Callable[[], Any]:
-    def construct() -> Any:
-        token = _BARE_CONSTRUCTION.set(True)
-        try:
-            return inner_cls(*args, **kwargs)
-        finally:
-            _BARE_CONSTRUCTION.reset(token)
-    return construct
+    return lambda: flagged(_BARE_CONSTRUCTION, inner_cls)(*args, **kwargs)
 
 
 class MilvusClient(_SyncProxy):  # type: ignore[misc, valid-type]

@@ -25,7 +25,7 @@ from typing import Any
 import pymilvus
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
-from milvus_audit.audit import IN_AUDITED_CALL
+from milvus_audit.audit import IN_AUDITED_CALL, flagged
 from milvus_audit.client import _AsyncProxy, _SyncProxy, audited_connect, bare_constructing, connection_info
 from milvus_audit.config import AuditConfig
 from milvus_audit.proxy import Target, audited_method
@@ -118,18 +118,9 @@ def _instance_target(original: Callable[..., Any]) -> Callable[[Any, str], Targe
         auditor = None if IN_AUDITED_CALL.get() else instance.__dict__.get(AUDITOR)
         if auditor is None:
             return Target(None, bound, None, type(instance))
-        return Target(auditor, _marked_async(bound) if is_async else _marked(bound), None, type(instance))
+        marked = _marked_async(bound) if is_async else flagged(IN_AUDITED_CALL, bound)
+        return Target(auditor, marked, None, type(instance))
     return resolve
-
-
-def _marked(bound: Callable[..., Any]) -> Callable[..., Any]:
-    def call(*args: Any, **kwargs: Any) -> Any:
-        token = IN_AUDITED_CALL.set(True)
-        try:
-            return bound(*args, **kwargs)
-        finally:
-            IN_AUDITED_CALL.reset(token)
-    return call
 
 
 def _marked_async(bound: Callable[..., Any]) -> Callable[..., Any]:
