@@ -74,15 +74,10 @@ class Operation:
     privilege_group: str | None = None
     secrets: tuple[str, ...] = ()
     switches_database: bool = False
-    closes: bool = False
     wraps_result: bool = False  # returns a session/iterator whose calls are audited too
     action: Action = Action.NONE
     summary: str = ""
     extra_params: Mapping[str, str] = field(default_factory=dict)
-
-    @property
-    def reads(self) -> bool:
-        return self.category is Category.DATA_READ
 
 
 _C = "collection_name"
@@ -102,7 +97,7 @@ A, RES, M, CONN = Category.RBAC, Category.RESOURCE, Category.MAINTENANCE, Catego
 _ENTRIES: tuple[Operation, ...] = (
     # --- connection -------------------------------------------------------------
     _op("connect", CONN, "Client construction: connects and authenticates.", database=None),
-    _op("close", CONN, "Closes the client's connection.", database=None, closes=True),
+    _op("close", CONN, "Closes the client's connection.", database=None),
     _op("session", CONN, "Opens a session pinned to a cluster; its calls are audited.",
         database=None, wraps_result=True),
     _op("get_server_version", CONN, "Reads the server version."),

@@ -33,7 +33,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from milvus_audit._version import __version__
-from milvus_audit.jsonl import EVENT_PREFIX, parse_rfc3339, to_otel_json
+from milvus_audit.jsonl import EVENT_PREFIX, parse_rfc3339, rfc3339, to_otel_json
 
 log = logging.getLogger("milvus_audit")
 
@@ -213,7 +213,7 @@ class Spool:
     @staticmethod
     def gap_record(lost: int) -> dict[str, Any]:
         """The `milvus.audit.gap` record: delivered ahead of the records that survived."""
-        return {"timestamp": to_timestamp(time.time_ns()), "event_name": GAP_EVENT, "severity_text": "ERROR",
+        return {"timestamp": rfc3339(time.time_ns()), "event_name": GAP_EVENT, "severity_text": "ERROR",
                 "severity_number": SeverityNumber.ERROR.value, "trace_id": "", "span_id": "", "resource": {},
                 "attributes": {"milvus_audit.gap.lost_records": lost,
                                "milvus_audit.gap.reason": "spool full: oldest records dropped"}}
@@ -293,12 +293,6 @@ class Spool:
                     os.fsync(self._file.fileno())
                 self._file.close()
                 self._file = None
-
-
-def to_timestamp(timestamp_ns: int) -> str:
-    from milvus_audit.jsonl import rfc3339
-
-    return rfc3339(timestamp_ns)
 
 
 def to_spool_record(record: Any) -> dict[str, Any]:
