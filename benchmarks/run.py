@@ -2,8 +2,8 @@
 
 One process; variants interleaved round by round so machine drift cancels out; all
 OpenTelemetry variants export through the SDK's batch processors to a live local
-OTLP receiver. Prints a table with every target's status and writes JSON (and, with
-matplotlib, a PNG chart).
+OTLP receiver running in a process of its own, as a collector would. Prints a table
+with every target's status and writes JSON (and, with matplotlib, a PNG chart).
 
     python benchmarks/run.py [--quick] [--json FILE] [--chart FILE]
 """
@@ -19,10 +19,12 @@ import platform
 import random
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 import tracemalloc
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -42,7 +44,6 @@ from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader  # no
 from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
 from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: E402
 from opentelemetry.trace import SpanKind, set_span_in_context  # noqa: E402
-from tests.otlp_receiver import OtlpReceiver  # noqa: E402
 
 import milvus_audit  # noqa: E402
 
@@ -242,12 +243,35 @@ def spool_cost(records: int) -> dict[str, dict[str, float]]:
     return out
 
 
-def throughput(receiver: OtlpReceiver, pipeline: Pipeline, seconds: float) -> dict[str, Any]:
+class ReceiverProcess:
+    """The live OTLP receiver in a process of its own, as a collector would be."""
+
+    def __init__(self) -> None:
+        port_file = Path(tempfile.mkdtemp(prefix="milvus-audit-bench-")) / "ports"
+        self.process = subprocess.Popen([sys.executable, "-m", "tests.otlp_receiver", str(port_file)], cwd=ROOT)
+        deadline = time.monotonic() + 30
+        while not port_file.exists() or not port_file.read_text().strip():
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise RuntimeError("the benchmark's OTLP receiver did not start")
+            time.sleep(0.05)
+        grpc_port, self.http_port = map(int, port_file.read_text().split())
+        self.endpoint = f"http://127.0.0.1:{grpc_port}"
+
+    def audit_records(self) -> int:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/count", timeout=5) as response:
+            return int(json.loads(response.read())["milvus.audit"])
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+def throughput(receiver: ReceiverProcess, pipeline: Pipeline, seconds: float) -> dict[str, Any]:
     """Audited stub calls per second on one thread, and emitted vs received records."""
     audited = milvus_audit.instrument(StubClient(), pipeline.audit())
     vector = [[0.1] * DIM]
     pipeline.flush()
-    received_before = len(receiver.audit_logs())
+    received_before = receiver.audit_records()
     deadline = time.perf_counter() + seconds
     calls = 0
     start = time.perf_counter()
@@ -257,7 +281,7 @@ def throughput(receiver: OtlpReceiver, pipeline: Pipeline, seconds: float) -> di
     elapsed = time.perf_counter() - start
     pipeline.flush()
     time.sleep(0.5)
-    received = len(receiver.audit_logs()) - received_before
+    received = receiver.audit_records() - received_before
     return {"calls": calls, "seconds": elapsed, "calls_per_s": calls / elapsed, "received": received,
             "dropped": calls - received}
 
@@ -298,8 +322,8 @@ def main() -> int:
     args = parser.parse_args()
     logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
 
-    receiver = OtlpReceiver().start()
-    pipeline = Pipeline(f"http://127.0.0.1:{receiver.grpc_port}")
+    receiver = ReceiverProcess()
+    pipeline = Pipeline(receiver.endpoint)
     quick = args.quick
     report: dict[str, Any] = {
         "machine": {"python": platform.python_version(), "platform": platform.platform(),

@@ -30,7 +30,9 @@ def any_value(value: AnyValue) -> Any:
 class OtlpReceiver:
     """Collects OTLP logs, spans and metrics; `raw` holds every request body received."""
 
-    def __init__(self) -> None:
+    def __init__(self, count_only: bool = False) -> None:
+        self.count_only = count_only  # a collector stand-in for benchmarks: count, keep nothing
+        self.counts = {"milvus.audit": 0, "logs": 0, "spans": 0}
         self.raw: list[bytes] = []
         self.logs: list[dict[str, Any]] = []
         self.spans: list[dict[str, Any]] = []
@@ -45,6 +47,14 @@ class OtlpReceiver:
     # -- decoding ----------------------------------------------------------------------
     def add_logs(self, body: bytes) -> None:
         request = logs_service_pb2.ExportLogsServiceRequest.FromString(body)
+        if self.count_only:
+            with self.lock:
+                for resource_logs in request.resource_logs:
+                    for scope_logs in resource_logs.scope_logs:
+                        self.counts["logs"] += len(scope_logs.log_records)
+                        self.counts["milvus.audit"] += sum(1 for r in scope_logs.log_records
+                                                           if r.event_name == "milvus.audit")
+            return
         with self.lock:
             self.raw.append(body)
             for resource_logs in request.resource_logs:
@@ -62,6 +72,10 @@ class OtlpReceiver:
 
     def add_spans(self, body: bytes) -> None:
         request = trace_service_pb2.ExportTraceServiceRequest.FromString(body)
+        if self.count_only:
+            with self.lock:
+                self.counts["spans"] += sum(len(s.spans) for r in request.resource_spans for s in r.scope_spans)
+            return
         with self.lock:
             self.raw.append(body)
             for resource_spans in request.resource_spans:
@@ -76,6 +90,8 @@ class OtlpReceiver:
 
     def add_metrics(self, body: bytes) -> None:
         request = metrics_service_pb2.ExportMetricsServiceRequest.FromString(body)
+        if self.count_only:
+            return
         with self.lock:
             self.raw.append(body)
             for resource_metrics in request.resource_metrics:
@@ -150,3 +166,38 @@ class OtlpReceiver:
         if self._http is not None:
             self._http.shutdown()
             self._http.server_close()
+
+
+def serve_counting(port_file: str) -> None:
+    """Run a counting receiver in this process (a separate process, like a real collector):
+    writes its gRPC port to `port_file`, answers GET /count on its HTTP port with the counts."""
+    import json
+    import time
+
+    receiver = OtlpReceiver(count_only=True)
+
+    class CountHandler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            with receiver.lock:
+                body = json.dumps(receiver.counts).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    receiver.start()
+    counter = ThreadingHTTPServer(("127.0.0.1", 0), CountHandler)
+    threading.Thread(target=counter.serve_forever, daemon=True).start()
+    with open(port_file, "w") as handle:
+        handle.write(f"{receiver.grpc_port} {counter.server_address[1]}")
+    while True:
+        time.sleep(3600)
+
+
+if __name__ == "__main__":
+    import sys
+
+    serve_counting(sys.argv[1])
