@@ -46,7 +46,6 @@ class AuditedObject(wrapt.ObjectProxy):  # type: ignore[misc, type-arg]
         return self._self_auditor
 
 
-
 class AuditedClient(AuditedObject):
     """Base of audited client proxies."""
 
