@@ -71,8 +71,8 @@ def pair(tmp_path: Path, telemetry: Telemetry) -> Iterator[tuple[Any, Any]]:
         client.close()
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                   HealthCheck.too_slow])
+@settings(max_examples=120, deadline=None, derandomize=True, database=None,  # the same examples in CI
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(calls=st.lists(call, min_size=1, max_size=4))
 def test_audited_client_behaves_like_the_bare_one(pair: tuple[Any, Any], telemetry: Telemetry,
                                                   calls: list[tuple[str, list[Any], dict[str, Any]]]) -> None:
