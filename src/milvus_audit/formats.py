@@ -116,9 +116,11 @@ def to_ecs(record: Mapping[str, Any]) -> dict[str, Any]:
                        "description": attributes.get("milvus_audit.alert.summary")}
         out["threat"] = {"framework": "MITRE ATT&CK",
                          "technique": {"id": list(attributes.get("milvus_audit.alert.attack") or [])}}
-    service = (record.get("resource") or {}).get("service.name")
-    if service:
-        out["service"] = {"name": service}
+    resource = record.get("resource") or {}
+    if resource.get("service.name"):
+        out["service"] = {"name": resource["service.name"]}
+    if resource.get("host.name"):  # the audited application is the source of the Milvus call
+        out["source"] = {"address": resource["host.name"], "domain": resource["host.name"]}
     out["milvus"] = dict(attributes)
     return out
 
