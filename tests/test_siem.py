@@ -209,7 +209,7 @@ def test_ocsf_output_validates_against_the_schema(sample_records: list[dict[str,
 
 def test_ecs_output_uses_ecs_fields_and_types(sample_records: list[dict[str, Any]]) -> None:
     allowed_categories = {"authentication", "database", "iam", "configuration", "intrusion_detection"}
-    allowed_types = {"start", "access", "change", "creation", "deletion", "info", "user", "indicator"}
+    allowed_types = {"start", "access", "change", "creation", "deletion", "info", "user", "group", "indicator"}
     for record in sample_records:
         ecs = to_ecs(record)
         event = ecs["event"]

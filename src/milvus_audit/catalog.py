@@ -31,6 +31,9 @@ class Action(str, enum.Enum):
     """What a call does, in security terms; detection and SIEM mappings read this."""
 
     NONE = "none"
+    LOGON = "logon"  # connect: authenticates
+    LOGOFF = "logoff"  # close
+    CREATE = "create"  # creates a server object (collection, index, partition, role, ...)
     DESTROY = "destroy"  # removes a collection, database, partition or all rows
     ACCOUNT_CREATE = "account_create"
     ACCOUNT_DELETE = "account_delete"
@@ -84,6 +87,8 @@ _C = "collection_name"
 
 
 def _op(name: str, category: Category, summary: str, **kw: object) -> Operation:
+    if "action" not in kw and kw.get("mutating") and name.startswith("create_"):
+        kw["action"] = Action.CREATE
     return Operation(name=name, category=category, summary=summary, **kw)  # type: ignore[arg-type]
 
 
@@ -96,8 +101,9 @@ A, RES, M, CONN = Category.RBAC, Category.RESOURCE, Category.MAINTENANCE, Catego
 
 _ENTRIES: tuple[Operation, ...] = (
     # --- connection -------------------------------------------------------------
-    _op("connect", CONN, "Client construction: connects and authenticates.", database=None),
-    _op("close", CONN, "Closes the client's connection.", database=None),
+    _op("connect", CONN, "Client construction: connects and authenticates.", database=None,
+        action=Action.LOGON),
+    _op("close", CONN, "Closes the client's connection.", database=None, action=Action.LOGOFF),
     _op("session", CONN, "Opens a session pinned to a cluster; its calls are audited.",
         database=None, wraps_result=True),
     _op("get_server_version", CONN, "Reads the server version."),

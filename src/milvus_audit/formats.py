@@ -44,13 +44,15 @@ def _ecs_category(record: Mapping[str, Any], operation: Operation) -> tuple[list
     event_name = record.get("event_name")
     if event_name == "milvus.alert":
         return ["intrusion_detection"], ["indicator"]
-    if operation.category is Category.CONNECTION and operation.name == "connect":
+    if operation.action is Action.LOGON:
         return ["authentication"], ["start"]
     if operation.category is Category.RBAC:
         if operation.action in (Action.ACCOUNT_CREATE,):
             return ["iam"], ["user", "creation"]
         if operation.action is Action.ACCOUNT_DELETE:
             return ["iam"], ["user", "deletion"]
+        if operation.action is Action.CREATE:  # roles and privilege groups
+            return ["iam"], ["group", "creation"]
         if operation.action in (Action.ROLE_GRANT, Action.ROLE_REVOKE, Action.PRIVILEGE_GRANT,
                                 Action.PRIVILEGE_REVOKE, Action.PASSWORD_CHANGE):
             return ["iam"], ["user", "change"]
@@ -130,9 +132,9 @@ def _ocsf_class(record: Mapping[str, Any], operation: Operation) -> tuple[int, i
     """(class_uid, activity_id) for a record."""
     if record.get("event_name") == "milvus.alert":
         return DETECTION_FINDING, 1
-    if operation.name == "connect":
+    if operation.action is Action.LOGON:
         return AUTHENTICATION, 1
-    if operation.name == "close":
+    if operation.action is Action.LOGOFF:
         return AUTHENTICATION, 2
     if operation.action in _ACCOUNT_ACTIVITY:
         return ACCOUNT_CHANGE, _ACCOUNT_ACTIVITY[operation.action]
@@ -146,7 +148,7 @@ def _ocsf_class(record: Mapping[str, Any], operation: Operation) -> tuple[int, i
     if operation.action is Action.DESTROY:
         return API_ACTIVITY, 4
     if operation.mutating:
-        return API_ACTIVITY, 1 if operation.name.startswith("create") else 3
+        return API_ACTIVITY, 1 if operation.action is Action.CREATE else 3
     return API_ACTIVITY, 2
 
 

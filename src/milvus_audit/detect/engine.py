@@ -23,6 +23,8 @@ from milvus_audit.detect.windows import BoundedMap, Window
 MAX_CONTRIBUTING = 10
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _OPERATOR_WORDS = {"and", "or", "not", "in", "like", "AND", "OR", "NOT", "IN", "LIKE"}
+_ESCALATION_ACTIONS = frozenset({Action.ACCOUNT_CREATE, Action.ROLE_GRANT, Action.PRIVILEGE_GRANT,
+                                 Action.PASSWORD_CHANGE})
 _SHAPE_FLOORS = (("db.milvus.limit", "limit_floor"), ("db.milvus.nq", "nq_floor"),
                  ("db.response.returned_rows", "rows_floor"))
 PRINCIPAL_KEYS = ("enduser.id", "user.name", "milvus_audit.auth.credential_id")
@@ -210,7 +212,7 @@ class DetectionEngine:
                 self._exfiltration(observation, principal, alerts)
             if operation.action is Action.DESTROY or operation.shape is Shape.DELETE:
                 self._destructive(observation, principal, operation.action, alerts)
-            if operation.action is not Action.NONE:
+            if operation.action in _ESCALATION_ACTIONS:
                 self._privilege_escalation(observation, principal, operation.action, alerts)
         return alerts
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from milvus_audit.catalog import Action, operations
+from milvus_audit.catalog import Action, Shape, operations
 from milvus_audit.detect.rules import BUILTIN_RULES
 
 RULES_DIR = Path(__file__).with_name("rules")
@@ -35,6 +35,10 @@ def _tags(rule_id: str) -> list[str]:
 
 def _ops(action: Action) -> list[str]:
     return sorted(op.name for op in operations() if op.action is action)
+
+
+def _shape_ops(shape: Shape) -> list[str]:
+    return sorted(op.name for op in operations() if op.shape is shape)
 
 
 def _seconds(value: float) -> str:
@@ -143,7 +147,8 @@ def build_rules() -> list[dict[str, Any]]:
                     ["Planned schema migrations", "Test environments"]),
         _event_rule("milvus_mass_delete", "destructive_operation", "Milvus mass delete",
                     "A delete removed many rows.",
-                    {"selection": {**audit, "milvus_audit.outcome": "success", "db.operation.name": "delete",
+                    {"selection": {**audit, "milvus_audit.outcome": "success",
+                                   "db.operation.name": _shape_ops(Shape.DELETE),
                                    "milvus_audit.affected_rows|gt": int(p["destructive_operation"]["delete_rows"])},
                      "condition": "selection"},
                     ["Retention jobs"]),
