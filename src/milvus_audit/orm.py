@@ -20,7 +20,7 @@ from pymilvus import Collection, Index, Partition, connections, utility
 from pymilvus.orm.role import Role
 
 from milvus_audit.audit import IN_AUDITED_CALL, Auditor
-from milvus_audit.catalog import ORM, OrmEntry, lookup
+from milvus_audit.catalog import ORM, Action, OrmEntry, lookup
 from milvus_audit.client import audited_connect
 from milvus_audit.config import AuditConfig
 from milvus_audit.connection import ConnectionInfo, credential_key
@@ -91,7 +91,7 @@ class OrmPatches:
         alternate = self._plan(entry.with_param[1], entry, original) if entry.with_param else None
         patches = self
 
-        if qualified == "connections.connect":
+        if plan.operation.action is Action.LOGON:  # connections.connect: starts the alias's auditor
             @functools.wraps(original)
             def connect(self: Any, *args: Any, **kwargs: Any) -> Any:
                 return patches._connect(original, self, args, kwargs)
