@@ -70,7 +70,7 @@ class Alert:
         return attributes
 
 
-@dataclass
+@dataclass(slots=True)
 class Observation:
     """The parts of an audit event the rules read."""
 
