@@ -6,7 +6,7 @@ when the file is stale.
 
 from __future__ import annotations
 
-from milvus_audit.catalog import Category, Operation, operations
+from milvus_audit.catalog import ORM, Action, Category, Operation, operations
 from milvus_audit.extract import _SHAPE_FIELDS
 
 HEADER = """# Audit events
@@ -102,10 +102,11 @@ def render() -> str:
         if not ops:
             continue
         lines.append(f"## {category.value}\n")
-        lines.append("| operation | mutating | shape | arguments recorded | what it does |")
-        lines.append("|---|---|---|---|---|")
+        lines.append("| operation | mutating | shape | security action | arguments recorded | what it does |")
+        lines.append("|---|---|---|---|---|---|")
         for op in ops:
-            lines.append(f"| `{op.name}` | {'yes' if op.mutating else 'no'} | {op.shape.value} | "
+            action = "" if op.action is Action.NONE else op.action.value
+            lines.append(f"| `{op.name}` | {'yes' if op.mutating else 'no'} | {op.shape.value} | {action} | "
                          f"{_arguments(op)} | {op.summary} |")
         lines.append("")
     lines.append("## local (not audited: no server call)\n")
@@ -117,6 +118,18 @@ def render() -> str:
     lines.append("")
     lines.append("Any public method not in the catalog (a newer pymilvus) is still audited, "
                  "with category `other`.\n")
+    lines.append("## ORM API (auto-instrumentation)\n")
+    lines.append("Audited as the operation it performs, with `milvus_audit.api = \"orm\"` and "
+                 "`code.function.name`.\n")
+    lines.append("| ORM call | audited as | parameter names |")
+    lines.append("|---|---|---|")
+    for name, entry in ORM.items():
+        target = f"`{entry.operation}`" if entry.operation else "local, not audited"
+        if entry.with_param:
+            target += f" (`{entry.with_param[1]}` when `{entry.with_param[0]}` is given)"
+        renames = ", ".join(f"`{orm}` is `{ours}`" for ours, orm in entry.renames.items())
+        lines.append(f"| `{name}` | {target} | {renames} |")
+    lines.append("")
     return "\n".join(lines)
 
 
