@@ -124,6 +124,17 @@ class _Baseline:
         return self.mean + 2.33 * math.sqrt(self.var)
 
 
+class _PrincipalHistory:
+    """What unusual_query learns of a principal: since when, how much, which collections."""
+
+    __slots__ = ("collections", "events", "first")
+
+    def __init__(self) -> None:
+        self.first: float | None = None
+        self.events = 0
+        self.collections: set[str] = set()
+
+
 def principal_of(attributes: Mapping[str, Any]) -> str:
     for key in PRINCIPAL_KEYS:
         value = attributes.get(key)
@@ -172,7 +183,7 @@ class DetectionEngine:
         self._rows = bounded(lambda: _Counted(s("data_exfiltration").params["window_s"]))
         self._latency = bounded(_Baseline)
         self._shape = bounded(dict)
-        self._principals = bounded(lambda: {"first": None, "events": 0, "collections": set()})
+        self._principals = bounded(_PrincipalHistory)
         self._created = bounded(float)
         self._cooldowns = bounded(lambda: [float("-inf"), 0])
         self._peaks = bounded(float)
@@ -235,10 +246,13 @@ class DetectionEngine:
         return {tuple(key.split("\x00", 1)): ratio for key, ratio in self._peaks.items()}  # type: ignore[misc]
 
     def _fire(self, alerts: list[Alert], rule_id: str, settings: RuleSettings, observation: Observation,
-              principal: str, summary: str, count: float, threshold: float, window_s: float,
-              events: list[str], severity: str | None = None, collection: str | None = None,
-              cooldown_key: str | None = None) -> None:
-        """Raise an alert unless this rule already alerted for this key within its cooldown."""
+              principal: str, summary: str | Callable[[], str], count: float, threshold: float,
+              window_s: float, events: list[str] | Callable[[], list[str]], severity: str | None = None,
+              collection: str | None = None, cooldown_key: str | None = None) -> None:
+        """Raise an alert unless this rule already alerted for this key within its cooldown.
+
+        `summary` and `events` may be callables: a sustained attack keeps tripping a rule, and
+        what only a raised alert needs is then built only when one is raised."""
         self._track(rule_id, principal, count / threshold if threshold else 1.0)
         key = f"{rule_id}\x00{cooldown_key or principal}"
         cooldown = self._cooldowns.get(key)
@@ -249,6 +263,10 @@ class DetectionEngine:
         cooldown[0], cooldown[1] = observation.timestamp_s, 0
         attributes = observation.attributes
         principal_attributes = {k: attributes[k] for k in PRINCIPAL_KEYS if k in attributes}
+        if callable(summary):
+            summary = summary()
+        if callable(events):
+            events = events()
         alert = Alert(rule=rule_id, severity=severity or settings.severity, summary=summary, principal=principal,
                       timestamp_ns=int(observation.timestamp_s * 1e9), count=count, threshold=threshold,
                       window_s=window_s, attack=BUILTIN_RULES[rule_id].attack, events=list(events)[-MAX_CONTRIBUTING:],
@@ -269,9 +287,10 @@ class DetectionEngine:
         window = settings.params["window_s"]
         self._track(rule_id, principal, total / threshold)
         if total >= threshold:
+            now = observation.timestamp_s
             self._fire(alerts, rule_id, settings, observation, principal,
-                       f"{describe.format(principal=principal, count=int(total), window=int(window))}",
-                       total, threshold, window, counted.events(observation.timestamp_s))
+                       lambda: describe.format(principal=principal, count=int(total), window=int(window)),
+                       total, threshold, window, lambda: counted.events(now))
 
     # -- rules ------------------------------------------------------------------------
     def _brute_force(self, observation: Observation, alerts: list[Alert]) -> None:
@@ -377,18 +396,18 @@ class DetectionEngine:
             return
         params = settings.for_collection(collection)
         now = observation.timestamp_s
-        state = self._principals.get(principal)
-        if state["first"] is None:
-            state["first"] = now
-        state["events"] += 1
-        if collection not in state["collections"]:
-            if now - state["first"] >= params["learning_s"] and state["events"] > params["learning_events"]:
+        history: _PrincipalHistory = self._principals.get(principal)
+        if history.first is None:
+            history.first = now
+        history.events += 1
+        if collection not in history.collections:
+            if now - history.first >= params["learning_s"] and history.events > params["learning_events"]:
                 self._fire(alerts, "unusual_query", settings, observation, principal,
                            f"{principal} read collection {collection}, which it never touched before",
                            1, 1, 0, [observation.event_id], collection=str(collection),
                            cooldown_key=f"{principal}\x00{collection}\x00new")
-            if len(state["collections"]) < 1024:
-                state["collections"].add(collection)
+            if len(history.collections) < 1024:
+                history.collections.add(str(collection))
         shapes: dict[str, _Baseline] = self._shape.get(f"{principal}\x00{collection}")
         for attribute, floor_param in _SHAPE_FLOORS:
             value = attributes.get(attribute)
