@@ -114,12 +114,10 @@ def test_dead_webhook_never_blocks_or_fails_calls(lite_uri: str, telemetry: Tele
     client = milvus_audit.MilvusClient(lite_uri, audit=telemetry.config(
         detection=rules_only("destructive_operation", destructive_operation={"cooldown_s": 0}),
         playbooks=[playbook]))
-    responder_of_client = None
     for i in range(20):
         client.create_collection(f"c{i}", dimension=DIM)
         client.drop_collection(f"c{i}")  # each drop alerts and queues a delivery to a dead-slow endpoint
-        responder_of_client = responder_of(client)
-    assert responder_of_client is not None
+    assert len(telemetry.records("milvus.alert")) == 20
     assert len(telemetry.ops("drop_collection")) == 20
     assert all(r["milvus_audit.outcome"] == "success" for r in telemetry.ops("drop_collection"))
     slow.stop()

@@ -7,7 +7,7 @@ when the file is stale.
 from __future__ import annotations
 
 from milvus_audit.catalog import ORM, Action, Category, Operation, operations
-from milvus_audit.extract import _SHAPE_FIELDS
+from milvus_audit.extract import _SHAPE_FIELDS, FILTER_SHAPES
 
 HEADER = """# Audit events
 
@@ -93,7 +93,7 @@ def render() -> str:
         if not fields:
             continue
         request = ", ".join(f"`{attribute}` ← `{parameter}`" for parameter, attribute, _ in fields)
-        if shape.value in ("search", "query", "delete", "iterator", "hybrid_search"):
+        if shape in FILTER_SHAPES:
             request += ", `db.query.text` ← `filter` (by `capture_filters`)"
         lines.append(f"| {shape.value} | {request} | {_RESULTS.get(shape.value, '')} |")
     lines.append("")

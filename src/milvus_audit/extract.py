@@ -129,7 +129,7 @@ _SHAPE_FIELDS: Mapping[Shape, tuple[tuple[str, str, Transform], ...]] = {
     Shape.NONE: (),
 }
 
-_FILTER_SHAPES = (Shape.SEARCH, Shape.QUERY, Shape.DELETE, Shape.ITERATOR, Shape.HYBRID_SEARCH)
+FILTER_SHAPES = (Shape.SEARCH, Shape.QUERY, Shape.DELETE, Shape.ITERATOR, Shape.HYBRID_SEARCH)
 
 
 def _hits(result: Any) -> int | None:
@@ -265,7 +265,7 @@ class CallPlan:
             operation=operation,
             static_attributes=static,
             fields=tuple(fields),
-            filter_slot=slot("filter") if operation.shape in _FILTER_SHAPES else None,
+            filter_slot=slot("filter") if operation.shape in FILTER_SHAPES else None,
             secret_slots=tuple(slot(name) for name in operation.secrets),
             database_slot=slot(operation.database) if operation.database else None,
             result_measure=RESULT_MEASURES[operation.shape],

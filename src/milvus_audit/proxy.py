@@ -54,10 +54,16 @@ class AuditedClient(AuditedObject):
         # A public method this proxy class does not know (a subclass's, or a newer
         # pymilvus's): still audited, as category `other`.
         if not name.startswith("_") and inspect.ismethod(value):
-            plan = CallPlan.compile(lookup(name), value)
+            key = (type(self.__wrapped__), name)
+            plan = _DYNAMIC_PLANS.get(key)
+            if plan is None:  # compiled once per class and method, not on every access
+                plan = _DYNAMIC_PLANS[key] = CallPlan.compile(lookup(name), value)
             if not plan.operation.local:
                 return _bind_dynamic(self, plan, value)
         return value
+
+
+_DYNAMIC_PLANS: dict[tuple[type, str], CallPlan] = {}
 
 
 class Target(NamedTuple):
