@@ -18,6 +18,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+import milvus_audit
 from milvus_audit import AuditConfig
 from tests.otlp_receiver import OtlpReceiver
 
@@ -55,11 +56,15 @@ class Telemetry:
         self.logs.clear()
         self.spans.clear()
 
+    def metrics_data(self) -> Any:
+        milvus_audit.flush()  # histograms are recorded off the calling thread
+        return self.metrics.get_metrics_data()
+
     def exported_bytes(self) -> bytes:
         """Everything exported, encoded exactly as OTLP would send it."""
         parts = [encode_logs(self.logs.get_finished_logs()).SerializeToString(),
                  encode_spans(self.spans.get_finished_spans()).SerializeToString()]
-        data = self.metrics.get_metrics_data()
+        data = self.metrics_data()
         if data is not None:
             parts.append(encode_metrics(data).SerializeToString())
         return b"".join(parts)

@@ -80,7 +80,7 @@ def test_search_record_span_and_metrics(client: Any, telemetry: Telemetry) -> No
     assert log.log_record.span_id == span.context.span_id
     assert span.attributes["db.operation.name"] == "search"
 
-    metrics = telemetry.metrics.get_metrics_data()
+    metrics = telemetry.metrics_data()
     names = {m.name: m for rm in metrics.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
     duration = names["db.client.operation.duration"]
     assert duration.unit == "s"

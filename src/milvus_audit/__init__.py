@@ -13,6 +13,7 @@ from milvus_audit.config import AuditConfig
 from milvus_audit.context import enduser
 from milvus_audit.exceptions import AccessBlocked, AuditUnavailable
 from milvus_audit.instrumentor import MilvusAuditInstrumentor
+from milvus_audit.metrics import flush
 from milvus_audit.pipeline import AuditPipeline, configure
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "configure",
     "detect",
     "enduser",
+    "flush",
     "instrument",
     "internal_error_count",
     "respond",

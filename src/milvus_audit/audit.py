@@ -30,6 +30,7 @@ from milvus_audit.extract import CallPlan, filter_attribute
 from milvus_audit.otel import OTelEmitter
 from milvus_audit.respond.blocks import BlockList
 from milvus_audit.sanitize import scrub_message
+from milvus_audit.spans import CallSpan
 from milvus_audit.spool import active_spools
 
 log = logging.getLogger("milvus_audit")
@@ -102,7 +103,7 @@ class Call:
 
     plan: CallPlan
     attributes: dict[str, Any]
-    span: trace.Span
+    span: CallSpan
     context: Context
     token: Token[Context]
     filter_text: str | None
@@ -197,10 +198,11 @@ class Auditor:
             enduser = _ENDUSER.get()
             if enduser:
                 attributes.update(enduser)
-            span = self.emitter.start_span(plan.operation.name, attributes)
-            span_context = trace.set_span_in_context(span)
-            token = otel_context.attach(span_context)
-            return Call(plan, attributes, span, span_context, token, filter_text, time.perf_counter(),
+            parent = otel_context.get_current()
+            span = self.emitter.start_span(plan.operation.name, attributes, parent)
+            context = trace.set_span_in_context(span.span(), parent)
+            token = otel_context.attach(context)
+            return Call(plan, attributes, span, context, token, filter_text, time.perf_counter(),
                         self.now_ns(), args, kwargs)
         except Exception as exc:
             INTERNAL_ERRORS.report("begin " + plan.operation.name, exc)
@@ -242,7 +244,9 @@ class Auditor:
                     end["milvus_audit.error.message"] = self.scrub(call, failure.message)
             attributes = call.attributes
             attributes.update(end)
-            span_context = self.emitter.finish_span(call.span, end, failure)
+            self.emitter.finish_span(call.span, end, failure, call.timestamp_ns,
+                                     call.timestamp_ns + int(duration * 1e9))
+            span_context = call.span.context
             event = AuditEvent(AUDIT_EVENT, call.timestamp_ns, attributes,
                                span_context.trace_id, span_context.span_id, exc is not None)
             self.emitter.emit(event, call.context, duration)

@@ -1,4 +1,7 @@
-"""The OpenTelemetry sink: one span, one log record and two histograms per call."""
+"""The OpenTelemetry sink: one span, one log record and two histograms per call.
+
+The span is derived from the record (see `spans.py`); the metrics are recorded off the
+calling thread (see `metrics.py`)."""
 
 from __future__ import annotations
 
@@ -7,10 +10,12 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry import _logs, metrics, trace
 from opentelemetry._logs import SeverityNumber
 from opentelemetry.context import Context
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from milvus_audit._version import __version__
 from milvus_audit.integrity import Chain, chain_for, integrity_key, load_signing_key
+from milvus_audit.metrics import DEFERRED
+from milvus_audit.spans import CallSpan, spans_for
 
 if TYPE_CHECKING:
     from milvus_audit.audit import AuditEvent
@@ -43,6 +48,7 @@ class OTelEmitter:
         self._tracer_provider = config.tracer_provider
         self._logger_provider = config.logger_provider
         self.tracer = trace.get_tracer(SCOPE, __version__, tracer_provider=config.tracer_provider)
+        self.spans = spans_for(self.tracer, InstrumentationScope(SCOPE, __version__))
         self.logger = _logs.get_logger(SCOPE, __version__, logger_provider=config.logger_provider)
         meter = metrics.get_meter(SCOPE, __version__, meter_provider=config.meter_provider)
         self.duration = meter.create_histogram(
@@ -80,32 +86,33 @@ class OTelEmitter:
         provider = self._tracer_provider or trace.get_tracer_provider()
         return not isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
 
-    def start_span(self, operation: str, attributes: dict[str, Any]) -> trace.Span:
+    def start_span(self, operation: str, attributes: dict[str, Any], parent: Context) -> CallSpan:
         collection = attributes.get("db.collection.name")
         name = f"{operation} {collection}" if collection else operation
         core = {key: attributes[key] for key in SPAN_KEYS if key in attributes}
-        return self.tracer.start_span(name, kind=SpanKind.CLIENT, attributes=core)
+        return self.spans.start(name, core, parent)
 
-    def finish_span(self, span: trace.Span, end: dict[str, Any],
-                    failure: Failure | None) -> trace.SpanContext:
-        if span.is_recording():
-            span.set_attributes({key: end[key] for key in SPAN_END_KEYS if key in end})
-            if failure is not None:
-                span.set_status(Status(StatusCode.ERROR, end.get("milvus_audit.error.message")))
-            span.end()
-        return span.get_span_context()
+    def finish_span(self, span: CallSpan, end: dict[str, Any], failure: Failure | None,
+                    start_ns: int, end_ns: int) -> None:
+        end_attributes = {key: end[key] for key in SPAN_END_KEYS if key in end}
+        message = end.get("milvus_audit.error.message") if failure is not None else None
+        self.spans.end(span, end_attributes, failure is not None, message, start_ns, end_ns)
 
     def emit(self, event: AuditEvent, context: Context | None, duration_s: float | None) -> None:
-        """Emit the event's log record (and, for calls, its metrics)."""
+        """Emit the event's log record (and, for calls, queue its metrics)."""
         attributes = event.attributes
         severity = "WARN" if event.failed else "INFO"
         self.emit_record(event.event_name, severity, attributes, event.timestamp_ns, context)
         if duration_s is not None:
-            metric_attributes = self._metric_attributes(attributes)
-            self.duration.record(duration_s, metric_attributes)
-            rows = attributes.get("db.response.returned_rows")
-            if rows is not None:
-                self.returned_rows.record(rows, metric_attributes)
+            DEFERRED.record(self._record_metrics, duration_s, attributes)
+
+    def _record_metrics(self, duration_s: float, attributes: dict[str, Any]) -> None:
+        """Runs on the metrics thread (see `metrics.py`)."""
+        metric_attributes = self._metric_attributes(attributes)
+        self.duration.record(duration_s, metric_attributes)
+        rows = attributes.get("db.response.returned_rows")
+        if rows is not None:
+            self.returned_rows.record(rows, metric_attributes)
 
     def emit_record(self, event_name: str, severity: str, attributes: dict[str, Any],
                     timestamp_ns: int, context: Context | None = None) -> None:

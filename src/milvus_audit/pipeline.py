@@ -32,6 +32,7 @@ from milvus_audit.config import AuditConfig
 from milvus_audit.console import ConsoleExporter
 from milvus_audit.formats import FORMATTERS
 from milvus_audit.jsonl import JsonlExporter
+from milvus_audit.metrics import flush as flush_metrics
 from milvus_audit.spool import FsyncPolicy, OnFull, Spool, SpoolProcessor, spool_metrics
 
 log = logging.getLogger("milvus_audit")
@@ -65,6 +66,7 @@ class AuditPipeline:
         return config
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        flush_metrics()
         ok = True
         for provider in (self.tracer_provider, self.logger_provider, self.meter_provider):
             if provider is not None:
@@ -75,6 +77,7 @@ class AuditPipeline:
         from milvus_audit.integrity import close_streams
 
         close_streams()
+        flush_metrics()
         for provider in (self.tracer_provider, self.logger_provider, self.meter_provider):
             if provider is not None:
                 provider.shutdown()
