@@ -275,8 +275,13 @@ class CallPlan:
         self, args: tuple[Any, ...], kwargs: Mapping[str, Any], attributes: dict[str, Any]
     ) -> str | None:
         """Add the request's attributes; return the raw filter text, if any."""
-        for attribute, slot, transform in self.fields:
-            value = slot.get(args, kwargs)
+        for attribute, slot, transform in self.fields:  # Slot.get, inlined: this runs per call
+            value = kwargs.get(slot.name, _MISSING)
+            if value is _MISSING:
+                position = slot.position
+                if position is None or position >= len(args):
+                    continue
+                value = args[position]
             if value is not None:
                 value = transform(value)
                 if value is not None:

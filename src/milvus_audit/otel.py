@@ -15,7 +15,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from milvus_audit._version import __version__
 from milvus_audit.integrity import Chain, chain_for, integrity_key, load_signing_key
 from milvus_audit.metrics import DEFERRED
-from milvus_audit.spans import CallSpan, spans_for
+from milvus_audit.spans import CallSpan, DerivedSpans, spans_for
 
 if TYPE_CHECKING:
     from milvus_audit.audit import AuditEvent
@@ -49,6 +49,7 @@ class OTelEmitter:
         self._logger_provider = config.logger_provider
         self.tracer = trace.get_tracer(SCOPE, __version__, tracer_provider=config.tracer_provider)
         self.spans = spans_for(self.tracer, InstrumentationScope(SCOPE, __version__))
+        self._sdk_tracer = isinstance(self.spans, DerivedSpans)
         self.logger = _logs.get_logger(SCOPE, __version__, logger_provider=config.logger_provider)
         meter = metrics.get_meter(SCOPE, __version__, meter_provider=config.meter_provider)
         self.duration = meter.create_histogram(
@@ -81,7 +82,7 @@ class OTelEmitter:
 
     def listening(self) -> bool:
         """False only when neither a tracer nor a logger would record anything."""
-        if self.logger.enabled():
+        if self._sdk_tracer or self.logger.enabled():
             return True
         provider = self._tracer_provider or trace.get_tracer_provider()
         return not isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider))

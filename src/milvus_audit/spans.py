@@ -21,12 +21,13 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace import Tracer as SdkTracer
-from opentelemetry.sdk.trace.sampling import Decision
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Decision, ParentBased
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 _UNSET = Status(StatusCode.UNSET)
 _RANDOM_TRACE_ID = int(getattr(TraceFlags, "RANDOM_TRACE_ID", 0))
+_DEFAULT_SAMPLER = ParentBased(ALWAYS_ON).get_description()  # type: ignore[no-untyped-call]
 
 
 class CallSpan:
@@ -53,6 +54,9 @@ class DerivedSpans:
     def __init__(self, tracer: SdkTracer, scope: InstrumentationScope) -> None:
         self.tracer = tracer
         self.scope = scope
+        # The SDK's default sampler is evaluated inline: same decision, a call less per span.
+        sampler = tracer.sampler
+        self._default_sampler = sampler if sampler.get_description() == _DEFAULT_SAMPLER else None
 
     def start(self, name: str, attributes: dict[str, Any], parent_context: Context) -> CallSpan:
         tracer = self.tracer
@@ -64,18 +68,21 @@ class DerivedSpans:
         else:
             trace_id = parent.trace_id
             random_trace_id = bool(parent.trace_flags & _RANDOM_TRACE_ID)
-        sampling = tracer.sampler.should_sample(parent_context, trace_id, name, SpanKind.CLIENT, attributes)
-        decision = sampling.decision
-        flags = TraceFlags.SAMPLED if decision is Decision.RECORD_AND_SAMPLE else TraceFlags.DEFAULT
+        if tracer.sampler is self._default_sampler:
+            sampled = parent is None or parent.trace_flags.sampled
+            recorded, trace_state = sampled, parent.trace_state if parent is not None else None
+        else:
+            sampling = tracer.sampler.should_sample(parent_context, trace_id, name, SpanKind.CLIENT, attributes)
+            sampled = sampling.decision is Decision.RECORD_AND_SAMPLE
+            recorded, trace_state = sampling.decision is not Decision.DROP, sampling.trace_state
+            if recorded and sampling.attributes:
+                attributes = {**sampling.attributes, **attributes}
+        flags = TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT
         if random_trace_id:
             flags |= _RANDOM_TRACE_ID
         context = SpanContext(trace_id, tracer.id_generator.generate_span_id(), is_remote=False,
-                              trace_flags=TraceFlags(flags), trace_state=sampling.trace_state)
-        if decision is Decision.DROP:
-            return CallSpan(name, context, parent)
-        if sampling.attributes:
-            attributes = {**sampling.attributes, **attributes}
-        return CallSpan(name, context, parent, attributes)
+                              trace_flags=TraceFlags(flags), trace_state=trace_state)
+        return CallSpan(name, context, parent, attributes if recorded else None)
 
     def end(self, span: CallSpan, end_attributes: dict[str, Any], failed: bool, message: str | None,
             start_ns: int, end_ns: int) -> None:
