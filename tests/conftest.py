@@ -43,10 +43,11 @@ class Telemetry:
                            meter_provider=self.meter_provider, **overrides)
 
     def records(self, event_name: str = "milvus.audit") -> list[dict[str, Any]]:
-        return [dict(r.log_record.attributes or {}) for r in self.logs.get_finished_logs()
+        return [dict(r.log_record.attributes or {}) for r in self.log_records()
                 if r.log_record.event_name == event_name]
 
     def log_records(self) -> list[Any]:
+        milvus_audit.flush()  # alerts are raised on milvus-audit's background thread
         return list(self.logs.get_finished_logs())
 
     def ops(self, name: str) -> list[dict[str, Any]]:
@@ -57,7 +58,7 @@ class Telemetry:
         self.spans.clear()
 
     def metrics_data(self) -> Any:
-        milvus_audit.flush()  # histograms are recorded off the calling thread
+        milvus_audit.flush()  # histograms are recorded on milvus-audit's background thread
         return self.metrics.get_metrics_data()
 
     def exported_bytes(self) -> bytes:
@@ -68,6 +69,29 @@ class Telemetry:
         if data is not None:
             parts.append(encode_metrics(data).SerializeToString())
         return b"".join(parts)
+
+
+class Alerts(list[Any]):
+    """What an `on_alert` callback (`alerts.append`) received, read once milvus-audit's
+    background thread has caught up with the calls made so far."""
+
+    def __eq__(self, other: object) -> bool:
+        milvus_audit.flush()
+        return list.__eq__(self, other)
+
+    def __iter__(self) -> Iterator[Any]:
+        milvus_audit.flush()
+        return list.__iter__(self)
+
+    def __len__(self) -> int:
+        milvus_audit.flush()
+        return list.__len__(self)
+
+    def __getitem__(self, index: Any) -> Any:
+        milvus_audit.flush()
+        return list.__getitem__(self, index)
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import milvus_audit
 from milvus_audit.detect import DetectionEngine, Observation, Rules, RulesError
 from milvus_audit.detect.replay import replay
 from milvus_audit.jsonl import read_jsonl
-from tests.conftest import Telemetry
+from tests.conftest import Alerts, Telemetry
 
 DIM = 8
 
@@ -36,8 +36,8 @@ def vec(i: int) -> list[float]:
 
 
 def make_client(lite_uri: str, telemetry: Telemetry, rules: Rules, clock: FakeClock,
-                **kwargs: Any) -> tuple[Any, list[Any]]:
-    seen: list[Any] = []
+                **kwargs: Any) -> tuple[Any, Alerts]:
+    seen = Alerts()
     config = telemetry.config(detection=rules, clock=clock, on_alert=[seen.append], **kwargs)
     client = milvus_audit.MilvusClient(lite_uri, audit=config)
     return client, seen
@@ -192,7 +192,7 @@ def test_resource_exhaustion(lite_uri: str, telemetry: Telemetry) -> None:
             raise RateLimited()
 
     clock = FakeClock()
-    seen: list[Any] = []
+    seen = Alerts()
     config = telemetry.config(detection=rules_only("resource_exhaustion"), clock=clock, on_alert=[seen.append])
     client = milvus_audit.instrument(LimitedClient(lite_uri), config)
     for _ in range(2):
@@ -238,7 +238,7 @@ def test_replay_reproduces_in_process_alerts(lite_uri: str, tmp_path: Path) -> N
     jsonl = tmp_path / "audit.jsonl"
     pipeline = milvus_audit.configure(jsonl_path=jsonl, set_global=False)
     clock = FakeClock()
-    alerts: list[Any] = []
+    alerts = Alerts()
     rules = Rules().configure("data_exfiltration", rows=300).configure("destructive_operation", delete_rows=5)
     client = milvus_audit.MilvusClient(lite_uri, audit=pipeline.audit_config(detection=rules, clock=clock,
                                                                              on_alert=[alerts.append]))

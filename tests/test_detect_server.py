@@ -9,7 +9,7 @@ import pymilvus
 import pytest
 
 import milvus_audit
-from tests.conftest import Telemetry
+from tests.conftest import Alerts, Telemetry
 from tests.server import MilvusServer
 from tests.test_detect import FakeClock, rules_only
 from tests.test_server_auth import root_client, unique
@@ -23,7 +23,7 @@ def attempt(server: MilvusServer, config: milvus_audit.AuditConfig, user: str, p
 
 
 def test_brute_force(milvus_server: MilvusServer, telemetry: Telemetry) -> None:
-    clock, alerts = FakeClock(), []
+    clock, alerts = FakeClock(), Alerts()
     config = telemetry.config(detection=rules_only("brute_force"), clock=clock, on_alert=[alerts.append])
     for _ in range(4):  # near miss: 4 failures in 60 s
         attempt(milvus_server, config, "root", "guess-1")
@@ -41,7 +41,7 @@ def test_brute_force(milvus_server: MilvusServer, telemetry: Telemetry) -> None:
 
 
 def test_password_spray(milvus_server: MilvusServer, telemetry: Telemetry) -> None:
-    clock, alerts = FakeClock(), []
+    clock, alerts = FakeClock(), Alerts()
     config = telemetry.config(detection=rules_only("password_spray"), clock=clock, on_alert=[alerts.append])
     for user in ("admin", "milvus", "svc"):  # near miss: 3 users
         attempt(milvus_server, config, user, "Spring2026!")
@@ -53,7 +53,7 @@ def test_password_spray(milvus_server: MilvusServer, telemetry: Telemetry) -> No
 
 
 def test_unauthorized_access(milvus_server: MilvusServer, telemetry: Telemetry) -> None:
-    clock, alerts = FakeClock(), []
+    clock, alerts = FakeClock(), Alerts()
     config = telemetry.config(detection=rules_only("unauthorized_access"), clock=clock, on_alert=[alerts.append])
     root = root_client(milvus_server, config)
     user, password, collection = unique("snoop"), "Snoop-Passw0rd", unique("private")
@@ -79,7 +79,7 @@ def test_unauthorized_access(milvus_server: MilvusServer, telemetry: Telemetry) 
 
 
 def test_privilege_escalation(milvus_server: MilvusServer, telemetry: Telemetry) -> None:
-    clock, alerts = FakeClock(), []
+    clock, alerts = FakeClock(), Alerts()
     config = telemetry.config(detection=rules_only("privilege_escalation"), clock=clock, on_alert=[alerts.append])
     root = root_client(milvus_server, config)
     old_user, new_user, role = unique("veteran"), unique("backdoor"), unique("ops")

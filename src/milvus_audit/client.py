@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextvars
-import functools
 import inspect
 from collections.abc import Callable
 from pathlib import Path
@@ -42,7 +41,7 @@ def _attach_sinks(auditor: Auditor, config: AuditConfig) -> None:
     else:
         responder = None
     sink: DetectionSink = config.shared("detection", lambda: DetectionSink(config, rules, responder))
-    auditor.sinks.append(functools.partial(sink.observe, auditor=auditor))
+    auditor.sinks.append(sink.sink_for(auditor))
 
 
 T = TypeVar("T")

@@ -1,7 +1,7 @@
 """The OpenTelemetry sink: one span, one log record and two histograms per call.
 
 The span is derived from the record (see `spans.py`); the metrics are recorded off the
-calling thread (see `metrics.py`)."""
+calling thread (see `background.py`)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from milvus_audit._version import __version__
+from milvus_audit.background import BACKGROUND
 from milvus_audit.integrity import Chain, chain_for, integrity_key, load_signing_key
-from milvus_audit.metrics import DEFERRED
 from milvus_audit.spans import CallSpan, DerivedSpans, spans_for
 
 if TYPE_CHECKING:
@@ -105,10 +105,10 @@ class OTelEmitter:
         severity = "WARN" if event.failed else "INFO"
         self.emit_record(event.event_name, severity, attributes, event.timestamp_ns, context)
         if duration_s is not None:
-            DEFERRED.record(self._record_metrics, duration_s, attributes)
+            BACKGROUND.submit(self._record_metrics, duration_s, attributes)
 
     def _record_metrics(self, duration_s: float, attributes: dict[str, Any]) -> None:
-        """Runs on the metrics thread (see `metrics.py`)."""
+        """Runs on the background thread (see `background.py`)."""
         metric_attributes = self._metric_attributes(attributes)
         self.duration.record(duration_s, metric_attributes)
         rows = attributes.get("db.response.returned_rows")

@@ -28,11 +28,11 @@ from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+from milvus_audit.background import flush as flush_background
 from milvus_audit.config import AuditConfig
 from milvus_audit.console import ConsoleExporter
 from milvus_audit.formats import FORMATTERS
 from milvus_audit.jsonl import JsonlExporter
-from milvus_audit.metrics import flush as flush_metrics
 from milvus_audit.spool import FsyncPolicy, OnFull, Spool, SpoolProcessor, spool_metrics
 
 log = logging.getLogger("milvus_audit")
@@ -66,7 +66,7 @@ class AuditPipeline:
         return config
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        flush_metrics()
+        flush_background()
         ok = True
         for provider in (self.tracer_provider, self.logger_provider, self.meter_provider):
             if provider is not None:
@@ -77,7 +77,7 @@ class AuditPipeline:
         from milvus_audit.integrity import close_streams
 
         close_streams()
-        flush_metrics()
+        flush_background()
         for provider in (self.tracer_provider, self.logger_provider, self.meter_provider):
             if provider is not None:
                 provider.shutdown()

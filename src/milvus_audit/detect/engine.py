@@ -1,7 +1,7 @@
 """The detection engine: built-in security rules over the audit stream.
 
-It observes each audit event synchronously, in O(1) per rule, with no I/O, and raises
-alerts through a callback. Time is the event's own timestamp, so replaying a recorded
+It observes one audit event at a time (the caller serializes: see `sink.py`), in O(1)
+per rule, with no I/O, and raises alerts through a callback. Time is the event's own timestamp, so replaying a recorded
 JSONL stream gives the same alerts as the live run. Per-principal state lives in
 bounded maps.
 """

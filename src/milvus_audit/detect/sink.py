@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from milvus_audit.background import BACKGROUND
 from milvus_audit.detect.engine import Alert, DetectionEngine, Observation
 from milvus_audit.detect.rules import Rules
 
 if TYPE_CHECKING:
-    from milvus_audit.audit import AuditEvent, Auditor
+    from milvus_audit.audit import AuditEvent, Auditor, Sink
     from milvus_audit.config import AuditConfig
     from milvus_audit.respond.playbook import Responder
 
@@ -40,18 +42,32 @@ def rules_from(setting: Any) -> Rules | None:
 
 
 class DetectionSink:
-    """One per `AuditConfig`: every client built with that config shares the engine's state."""
+    """One per `AuditConfig`: every client built with that config shares the engine's state.
+
+    Events are observed on milvus-audit's background thread (see `background.py`), so the
+    application's calls never wait on the rules, unless a playbook can block: then each
+    event is observed on the calling thread before the call returns, so that the very next
+    call of a blocked principal is refused."""
 
     def __init__(self, config: AuditConfig, rules: Rules, responder: Responder | None = None) -> None:
         self.config = config
         self.engine = DetectionEngine(rules)
         self.responder = responder
+        self._lock = threading.Lock()  # the engine's state, for calling threads observing inline
+
+    def sink_for(self, auditor: Auditor) -> Sink:
+        """The sink `auditor` calls with each of its events."""
+        observe = self.observe
+        if self.responder is not None and self.responder.can_block:
+            return lambda event: observe(event, auditor)
+        return lambda event: BACKGROUND.submit(observe, event, auditor)
 
     def observe(self, event: AuditEvent, auditor: Auditor) -> list[Alert]:
         observation = Observation(event.timestamp_ns / 1e9, event.attributes,
                                   event_id(event.trace_id, event.span_id))
-        alerts = self.engine.observe(observation)
-        for alert in alerts:
+        with self._lock:
+            alerts = self.engine.observe(observation)
+        for alert in alerts:  # outside the lock: callbacks and playbooks may call Milvus again
             self.publish(alert, auditor)
         return alerts
 

@@ -218,6 +218,7 @@ class Responder:
         self.playbooks = list(playbooks)
         self.blocks = blocks
         self.worker = DeliveryWorker()
+        self.can_block = any(isinstance(action, Block) for playbook in self.playbooks for action in playbook.actions)
 
     def handle(self, alert: Alert, auditor: Auditor) -> None:
         context = ResponseContext(auditor, self.blocks, self.worker)

@@ -17,6 +17,8 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
+from milvus_audit.background import BACKGROUND
+
 
 def sign(secret: str | bytes, timestamp: int, body: bytes) -> str:
     key = secret.encode() if isinstance(secret, str) else secret
@@ -67,7 +69,8 @@ class DeliveryWorker:
         return drops
 
     def join(self, timeout_s: float = 10.0) -> bool:
-        """Wait until the queue is drained (for tests and shutdown)."""
+        """Wait until every alert raised so far is delivered (for tests and shutdown)."""
+        BACKGROUND.flush()  # alerts still being detected queue their deliveries first
         deadline = time.monotonic() + timeout_s
         while self._queue.unfinished_tasks:
             if time.monotonic() > deadline:

@@ -1,0 +1,108 @@
+"""Work that follows a call but need not delay it: histogram measurements and detection.
+
+The audit record and the span are handed to the SDK on the calling thread, so a provider's
+`force_flush()` always covers them. What only reads them runs here, on one daemon thread
+per process, in submission order:
+
+- histogram measurements: the SDK spends about 5 µs on each (it cleans and hashes the
+  attributes and aggregates under a lock), and histograms are read only as periodic
+  aggregates, so a measurement recorded milliseconds later is indistinguishable;
+- detection: the rules' state is updated by one thread, so rules need no locks and the
+  application's threads never contend on them. Alerts, and the blocks playbooks place,
+  follow the event by a few milliseconds.
+
+A full queue runs on the submitting thread (back-pressure: nothing is dropped).
+`flush()` runs everything pending; it runs at exit and when an `AuditPipeline` is
+flushed or shut down. An application that flushes its own providers, or a test that
+reads alerts, calls `milvus_audit.flush()` first.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+
+class Background:
+    """A FIFO of calls run by one daemon thread, woken once per batch rather than per call."""
+
+    def __init__(self, batch_delay_s: float = 0.002, max_pending: int = 100_000) -> None:
+        self.batch_delay_s = batch_delay_s
+        self.max_pending = max_pending
+        self._queue: deque[tuple[Callable[..., object], tuple[Any, ...]]] = deque()
+        self._wake = threading.Event()
+        self._idle = False
+        self._running = threading.RLock()  # one drainer at a time keeps the order; re-entrant for flush()
+        self._start_lock = threading.Lock()
+        self._pid = 0  # the process whose worker runs; 0: none yet
+        self._exit_hook = False
+
+    def submit(self, function: Callable[..., object], *args: Any) -> None:
+        """Run `function(*args)` soon; its arguments must not change afterwards."""
+        if self._pid != os.getpid():
+            self._start()
+        if len(self._queue) >= self.max_pending:
+            self.flush()
+        self._queue.append((function, args))
+        if self._idle:
+            self._idle = False
+            self._wake.set()
+
+    def flush(self) -> None:
+        """Run everything pending now, on this thread."""
+        with self._running:
+            queue = self._queue
+            while queue:
+                function, args = queue.popleft()
+                try:
+                    function(*args)
+                except Exception as exc:  # never reaches the application, nor stops the worker
+                    from milvus_audit.audit import INTERNAL_ERRORS
+
+                    INTERNAL_ERRORS.report(f"background {getattr(function, '__qualname__', function)}", exc)
+
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._pid != os.getpid():
+                self._pid = os.getpid()
+                threading.Thread(target=self._run, name="milvus-audit-background", daemon=True).start()
+            if not self._exit_hook:
+                # Registered now, after the providers exist, so that it runs before their own exit
+                # hooks shut them down (atexit runs in reverse order).
+                atexit.register(self.flush)
+                self._exit_hook = True
+
+    def _run(self) -> None:
+        while True:
+            self.flush()
+            self._idle = True
+            if self._queue:  # submitted between the drain and going idle
+                self._idle = False
+                continue
+            self._wake.wait(1.0)
+            self._wake.clear()
+            self._idle = False
+            time.sleep(self.batch_delay_s)  # let a batch gather
+
+    def _forget_parent(self) -> None:
+        """In a forked child: the parent's pending work is the parent's."""
+        self._queue.clear()
+        self._wake = threading.Event()
+        self._idle = False
+        self._running = threading.RLock()
+        self._start_lock = threading.Lock()
+        self._pid = 0
+
+
+BACKGROUND = Background()
+os.register_at_fork(after_in_child=BACKGROUND._forget_parent)
+
+
+def flush() -> None:
+    """Run everything milvus-audit has queued: histogram measurements, detection, alerts."""
+    BACKGROUND.flush()
