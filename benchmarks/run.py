@@ -312,7 +312,7 @@ def offer(receiver: ReceiverProcess, pipeline: Pipeline, call: Callable[[], Any]
         for _ in range(int(elapsed * rate) - calls):
             call()
             calls += 1
-        time.sleep(0.001)  # ahead of schedule: the export threads get the GIL
+        time.sleep(0.005)  # ahead of schedule: the export threads get the GIL
     offered_s = time.perf_counter() - start
     pipeline.flush()
     deadline = time.perf_counter() + 30

@@ -31,7 +31,7 @@ from typing import Any
 class Background:
     """A FIFO of calls run by one daemon thread, woken once per batch rather than per call."""
 
-    def __init__(self, batch_delay_s: float = 0.002, max_pending: int = 100_000) -> None:
+    def __init__(self, batch_delay_s: float = 0.02, max_pending: int = 100_000) -> None:
         self.batch_delay_s = batch_delay_s
         self.max_pending = max_pending
         self._queue: deque[tuple[Callable[..., object], tuple[Any, ...]]] = deque()
@@ -79,15 +79,13 @@ class Background:
 
     def _run(self) -> None:
         while True:
+            time.sleep(self.batch_delay_s)  # let a batch gather: a wake-up per batch, not per call
             self.flush()
             self._idle = True
-            if self._queue:  # submitted between the drain and going idle
-                self._idle = False
-                continue
-            self._wake.wait(1.0)
-            self._wake.clear()
+            if not self._queue:  # nothing arrived since the drain: sleep until something does
+                self._wake.wait(1.0)
+                self._wake.clear()
             self._idle = False
-            time.sleep(self.batch_delay_s)  # let a batch gather
 
     def _forget_parent(self) -> None:
         """In a forked child: the parent's pending work is the parent's."""
