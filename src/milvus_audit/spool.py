@@ -118,6 +118,7 @@ class Spool:
                 body = data[good + _HEADER.size: end - 4]
                 if zlib.crc32(body) != struct.unpack(">I", data[end - 4: end])[0]:
                     break
+                self._largest_entry = max(self._largest_entry, end - good)  # reads size by it
                 good, records = end, records + 1
             if good < len(data):
                 log.warning("milvus-audit spool: cut a torn record at %s offset %d", path, good)
@@ -221,13 +222,15 @@ class Spool:
     # -- reading and acknowledging ------------------------------------------------------
     def read(self, limit: int, wait_s: float = 0.5) -> tuple[list[dict[str, Any]], tuple[int, int, int]]:
         """Up to `limit` unacknowledged records (a gap record first, if records were dropped),
-        and the cursor to `ack` once they are delivered."""
+        and the cursor to `ack` once they are delivered. The lock is held while the raw entries
+        are read, not while they are decoded, so writers wait as little as possible."""
+        bodies: list[bytes] = []
         with self._lock:
             if not self._unread():
                 self._has_data.wait(wait_s)
             segment, offset = self._cursor
             gap = self._unreported_gap
-            records: list[dict[str, Any]] = [self.gap_record(gap)] if gap else []
+            wanted = limit - 1 if gap else limit
             for number, size, _ in list(self._segments):
                 if number < segment:
                     continue
@@ -239,18 +242,22 @@ class Spool:
                     self._file.flush()
                 with self._path(number).open("rb") as handle:
                     handle.seek(offset)
-                    data = handle.read(size - offset)
+                    data = handle.read(min(size - offset, (wanted - len(bodies)) * self._largest_entry))
                 position = 0
-                while position + _HEADER.size <= len(data) and len(records) < limit:
+                while len(bodies) < wanted and position + _HEADER.size <= len(data):
                     (length,) = _HEADER.unpack_from(data, position)
-                    body = data[position + _HEADER.size: position + _HEADER.size + length]
-                    records.append(json.loads(body))
-                    position += _HEADER.size + length + 4
+                    end = position + _HEADER.size + length + 4
+                    if end > len(data):
+                        break
+                    bodies.append(data[position + _HEADER.size: end - 4])
+                    position = end
                 offset += position
-                if len(records) >= limit:
+                if len(bodies) >= wanted or offset < size:
                     break
             self._read_end = (segment, offset)
-            return records, (segment, offset, gap)
+        records: list[dict[str, Any]] = [self.gap_record(gap)] if gap else []
+        records.extend(json.loads(body) for body in bodies)
+        return records, (segment, offset, gap)
 
     def pending(self) -> bool:
         """Are there records not yet acknowledged?"""
@@ -323,10 +330,13 @@ class SpoolProcessor(LogRecordProcessor):
     """Appends each milvus-audit record to the spool; a thread exports the spool with retries."""
 
     def __init__(self, spool: Spool, exporter: LogRecordExporter, *, batch_size: int = 512,
-                 max_backoff_s: float = 5.0, sleep: Callable[[float], None] = time.sleep) -> None:
+                 max_backoff_s: float = 5.0, linger_s: float = 0.05,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self.spool = spool
         self.exporter = exporter
         self.batch_size = batch_size
+        self.linger_s = linger_s  # after a partial batch, let the next one gather (as the SDK's batch delay)
+        self._hurry = threading.Event()  # set by force_flush: deliver now
         self.max_backoff_s = max_backoff_s
         self.delivered = 0
         self.failed_exports = 0
@@ -355,6 +365,9 @@ class SpoolProcessor(LogRecordProcessor):
                 self.spool.ack(cursor)
                 self.delivered += len(records)
                 backoff = 0.1
+                if len(records) < self.batch_size:
+                    self._hurry.wait(self.linger_s)
+                    self._hurry.clear()
             else:
                 self.spool.nack()
                 self.failed_exports += 1
@@ -367,7 +380,8 @@ class SpoolProcessor(LogRecordProcessor):
         while time.monotonic() < deadline:
             if not self.spool.pending():
                 return True
-            time.sleep(0.05)
+            self._hurry.set()
+            time.sleep(0.01)
         return False
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
@@ -376,6 +390,7 @@ class SpoolProcessor(LogRecordProcessor):
     def shutdown(self) -> None:
         self.force_flush(5_000)
         self._stopping.set()
+        self._hurry.set()
         self._thread.join(timeout=5)
         self.spool.close()
         self.exporter.shutdown()  # type: ignore[no-untyped-call]
