@@ -25,14 +25,15 @@ def test_runs_in_submission_order_and_flush_catches_up() -> None:
 
 
 def test_a_full_queue_runs_on_the_submitting_thread() -> None:
-    worker = Background(batch_delay_s=60, max_pending=10)  # its thread sleeps through the test
-    ran_on: list[str] = []
-    for _ in range(25):
-        worker.submit(lambda: ran_on.append(threading.current_thread().name))
-        assert len(worker._queue) <= 10
-    assert ran_on == [threading.current_thread().name] * 20  # two back-pressure flushes of ten
+    worker = Background(batch_delay_s=60, max_pending=100)  # its thread sleeps through the test
+    ran: list[tuple[int, str]] = []
+    for i in range(250):
+        worker.submit(lambda i=i: ran.append((i, threading.current_thread().name)))
+        assert len(worker._queue) <= 100
+    me = threading.current_thread().name
+    assert ran == [(i, me) for i in range(len(ran))] and len(ran) >= 150  # the oldest first, here
     worker.flush()
-    assert len(ran_on) == 25
+    assert [i for i, _ in ran] == list(range(250))
 
 
 def test_errors_are_contained_counted_and_do_not_stop_the_queue() -> None:

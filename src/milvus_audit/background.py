@@ -11,7 +11,8 @@ per process, in submission order:
   application's threads never contend on them. Alerts, and the blocks playbooks place,
   follow the event by a few milliseconds.
 
-A full queue runs on the submitting thread (back-pressure: nothing is dropped).
+When the queue is full the submitting thread runs its oldest calls, a few at a time
+(back-pressure: nothing is dropped, memory stays bounded).
 `flush()` runs everything pending; it runs at exit and when an `AuditPipeline` is
 flushed or shut down. An application that flushes its own providers, or a test that
 reads alerts, calls `milvus_audit.flush()` first.
@@ -27,11 +28,13 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+_CHUNK = 64  # calls run per hold of the drain lock
+
 
 class Background:
     """A FIFO of calls run by one daemon thread, woken once per batch rather than per call."""
 
-    def __init__(self, batch_delay_s: float = 0.02, max_pending: int = 100_000) -> None:
+    def __init__(self, batch_delay_s: float = 0.02, max_pending: int = 10_000) -> None:
         self.batch_delay_s = batch_delay_s
         self.max_pending = max_pending
         self._queue: deque[tuple[Callable[..., object], tuple[Any, ...]]] = deque()
@@ -47,24 +50,37 @@ class Background:
         if self._pid != os.getpid():
             self._start()
         if len(self._queue) >= self.max_pending:
-            self.flush()
+            self.flush(_CHUNK)  # the worker is behind: help it, a chunk at a time
         self._queue.append((function, args))
         if self._idle:
             self._idle = False
             self._wake.set()
 
-    def flush(self) -> None:
-        """Run everything pending now, on this thread."""
-        with self._running:
-            queue = self._queue
-            while queue:
-                function, args = queue.popleft()
-                try:
-                    function(*args)
-                except Exception as exc:  # never reaches the application, nor stops the worker
-                    from milvus_audit.audit import INTERNAL_ERRORS
+    def flush(self, limit: int | None = None) -> None:
+        """Run what is pending (at most `limit` calls), oldest first, on this thread. Without a
+        limit, also what those calls queue in turn (an alert's playbook calling Milvus), but
+        not, forever, what other threads keep queueing."""
+        queue = self._queue
+        if limit is None:
+            for _ in range(100):
+                if not queue:
+                    return
+                self.flush(len(queue))
+            return
+        done = 0
+        while queue and done < limit:
+            with self._running:  # a chunk at a time: one drainer at once keeps the order
+                for _ in range(min(_CHUNK, limit - done)):
+                    if not queue:
+                        break
+                    function, args = queue.popleft()
+                    done += 1
+                    try:
+                        function(*args)
+                    except Exception as exc:  # never reaches the application, nor stops the worker
+                        from milvus_audit.audit import INTERNAL_ERRORS
 
-                    INTERNAL_ERRORS.report(f"background {getattr(function, '__qualname__', function)}", exc)
+                        INTERNAL_ERRORS.report(f"background {getattr(function, '__qualname__', function)}", exc)
 
     def _start(self) -> None:
         with self._start_lock:
