@@ -4,7 +4,7 @@ It connects, creates a collection, inserts, searches, queries with a filter, del
 and drops. Every call is printed readably and appended to `audit.jsonl`; records are
 also exported over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set. Detection is on: a
 simulated intruder pages through the whole collection and then drops it, and the
-in-process rules raise `milvus.alert` records milliseconds after the offending call.
+in-process rules raise `milvus.alert` records within tens of milliseconds of each offence.
 
     python examples/quickstart.py [--db PATH] [--jsonl PATH]
 """

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import threading
+import time
 import tracemalloc
 from pathlib import Path
 from typing import Any
@@ -227,6 +229,28 @@ def normal_workload(lite_uri: str, telemetry: Telemetry, clock: FakeClock, jsonl
                 pass
     client.delete("articles", ids=[10_000, 10_001])
     return alerts
+
+
+def test_alerts_come_from_the_background_thread_unless_a_playbook_can_block(lite_uri: str,
+                                                                          telemetry: Telemetry) -> None:
+    from milvus_audit.respond import Block, Playbook
+
+    def drop_and_watch(**config: Any) -> list[str]:
+        threads: list[str] = []
+        client = milvus_audit.MilvusClient(lite_uri, audit=telemetry.config(
+            detection=rules_only("destructive_operation"),
+            on_alert=[lambda alert: threads.append(threading.current_thread().name)], **config))
+        client.create_collection("doomed", dimension=DIM)
+        client.drop_collection("doomed")
+        return threads
+
+    background = drop_and_watch()
+    deadline = time.monotonic() + 5
+    while not background and time.monotonic() < deadline:  # no flush: the thread gets to it
+        time.sleep(0.01)
+    assert background == ["milvus-audit-background"]
+    inline = drop_and_watch(playbooks=[Playbook(actions=[Block(ttl_s=60)])])
+    assert inline == [threading.current_thread().name]  # before drop_collection returned
 
 
 def test_normal_workload_raises_no_alert(lite_uri: str, telemetry: Telemetry) -> None:

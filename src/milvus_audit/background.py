@@ -9,7 +9,7 @@ per process, in submission order:
   aggregates, so a measurement recorded milliseconds later is indistinguishable;
 - detection: the rules' state is updated by one thread, so rules need no locks and the
   application's threads never contend on them. Alerts, and the blocks playbooks place,
-  follow the event by a few milliseconds.
+  follow the event by tens of milliseconds.
 
 When the queue is full the submitting thread runs its oldest calls, a few at a time
 (back-pressure: nothing is dropped, memory stays bounded).
