@@ -42,12 +42,12 @@ class Background:
         self._idle = False
         self._running = threading.RLock()  # one drainer at a time keeps the order; re-entrant for flush()
         self._start_lock = threading.Lock()
-        self._pid = 0  # the process whose worker runs; 0: none yet
+        self._started = False  # in this process (a forked child starts its own)
         self._exit_hook = False
 
     def submit(self, function: Callable[..., object], *args: Any) -> None:
         """Run `function(*args)` soon; its arguments must not change afterwards."""
-        if self._pid != os.getpid():
+        if not self._started:
             self._start()
         if len(self._queue) >= self.max_pending:
             self.flush(_CHUNK)  # the worker is behind: help it, a chunk at a time
@@ -84,8 +84,8 @@ class Background:
 
     def _start(self) -> None:
         with self._start_lock:
-            if self._pid != os.getpid():
-                self._pid = os.getpid()
+            if not self._started:
+                self._started = True
                 threading.Thread(target=self._run, name="milvus-audit-background", daemon=True).start()
             if not self._exit_hook:
                 # Registered now, after the providers exist, so that it runs before their own exit
@@ -110,7 +110,7 @@ class Background:
         self._idle = False
         self._running = threading.RLock()
         self._start_lock = threading.Lock()
-        self._pid = 0
+        self._started = False
 
 
 BACKGROUND = Background()

@@ -82,7 +82,7 @@ class OTelEmitter:
 
     def listening(self) -> bool:
         """False only when neither a tracer nor a logger would record anything."""
-        if self._sdk_tracer or self.logger.enabled():
+        if self._sdk_tracer or self.logger.enabled():  # an SDK tracer records spans: no need to ask
             return True
         provider = self._tracer_provider or trace.get_tracer_provider()
         return not isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
