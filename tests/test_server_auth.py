@@ -252,6 +252,29 @@ def test_async_client_classifies_the_same(milvus_server: MilvusServer, telemetry
     root.drop_user(user)
 
 
+def test_instrumented_async_client_keeps_its_identity(milvus_server: MilvusServer, telemetry: Telemetry) -> None:
+    """An `AsyncMilvusClient` connects on its first call: instrumenting it must not connect."""
+    password = "Root-Passw0rd-Not-Exported"
+    root = root_client(milvus_server, telemetry.config())
+    user = unique("async_ident")
+    root.create_user(user, password)
+    bare = pymilvus.AsyncMilvusClient(milvus_server.uri, user=user, password=password, db_name="default")
+    audited = milvus_audit.instrument(bare, telemetry.config())
+
+    async def main() -> list[str]:
+        try:
+            return list(await audited.list_collections())
+        finally:
+            await audited.close()
+
+    assert isinstance(asyncio.run(main()), list)
+    listed = only(telemetry.records(), **{"db.operation.name": "list_collections", "user.name": user})
+    assert (listed["server.address"], listed["server.port"], listed["db.namespace"]) == ("127.0.0.1", 19530, "default")
+    assert listed["milvus_audit.auth.method"] == "password"
+    assert password.encode() not in telemetry.exported_bytes()
+    root.drop_user(user)
+
+
 def test_rbac_example_runs(milvus_server: MilvusServer, tmp_path: Path) -> None:
     example = Path(__file__).resolve().parents[1] / "examples" / "rbac_audit.py"
     run = subprocess.run([sys.executable, str(example), milvus_server.uri], capture_output=True, text=True,

@@ -98,10 +98,14 @@ class ConnectionInfo:
     @classmethod
     def from_client(cls, client: Any, key: bytes) -> ConnectionInfo:
         """Best effort for `instrument(existing_client)`: what the client still knows."""
+        config = getattr(client, "_config", None)
+        if config is not None and hasattr(config, "uri"):  # pymilvus 3 keeps its connection parameters
+            parameters = {"uri": config.uri, "token": config.token, "db_name": config.db_name}
+            return cls.from_parameters(parameters, key)
         attributes: dict[str, Any] = {"db.system.name": "milvus", "milvus_audit.auth.method": "none"}
         database = ""
         try:
-            handler = client._get_connection()
+            handler = _handler_of(client)
             address = str(getattr(handler, "server_address", "") or getattr(handler, "_address", ""))
             if address and not address.endswith(".db") and ":" in address:
                 host, _, port = address.rpartition(":")
@@ -117,3 +121,10 @@ class ConnectionInfo:
         if database:
             attributes["db.namespace"] = database
         return cls(attributes=attributes, secrets=(), database=database)
+
+
+def _handler_of(client: Any) -> Any:
+    """The client's connection handler; an async client's `_get_connection()` would connect: not called."""
+    if inspect.iscoroutinefunction(client._get_connection):
+        return getattr(client, "_handler", None)
+    return client._get_connection()
