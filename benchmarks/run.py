@@ -315,6 +315,27 @@ class ReceiverProcess:
         self.process.wait(timeout=10)
 
 
+def thread_cpu_s() -> dict[str, float]:
+    """CPU seconds per thread of this process, by thread name (Linux; empty elsewhere)."""
+    import threading
+
+    names = {thread.native_id: thread.name for thread in threading.enumerate()}
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return out
+    for task in tasks:
+        try:
+            fields = Path(f"/proc/self/task/{task}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended
+            continue
+        name = names.get(int(task), "other (gRPC, Milvus Lite)")
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+    return out
+
+
 def offer(receiver: ReceiverProcess, pipeline: Pipeline, call: Callable[[], Any], rate: int,
           seconds: float) -> dict[str, Any]:
     """Offer `rate` calls/s on one thread for `seconds`, then wait until the receiver has every
@@ -323,6 +344,7 @@ def offer(receiver: ReceiverProcess, pipeline: Pipeline, call: Callable[[], Any]
     the pipeline kept pace instead of filling its queues."""
     pipeline.flush()
     before = receiver.counts()
+    cpu_before = thread_cpu_s()
     calls = 0
     start = time.perf_counter()
     while (elapsed := time.perf_counter() - start) < seconds:
@@ -340,9 +362,11 @@ def offer(receiver: ReceiverProcess, pipeline: Pipeline, call: Callable[[], Any]
             break
         time.sleep(0.02)
     drain_s = time.perf_counter() - start - offered_s
+    cpu = {name: (spent - cpu_before.get(name, 0.0)) * 1e6 / max(calls, 1) for name, spent in thread_cpu_s().items()}
     achieved = calls / offered_s
     return {"offered_per_s": rate, "achieved_per_s": achieved, "calls": calls, "received": received,
             "dropped": calls - received, "drain_s": drain_s,
+            "cpu_us_per_call": {name: us for name, us in sorted(cpu.items(), key=lambda item: -item[1]) if us >= 0.5},
             "sustained": achieved >= 0.98 * rate and received == calls and drain_s <= 0.05 * seconds + 0.1}
 
 
@@ -455,6 +479,9 @@ def main() -> int:
         runs = ", ".join(f"{run['offered_per_s']:,}/s {'ok' if run['sustained'] else 'NO'} "
                          f"(drain {run['drain_s']:.2f} s, dropped {run['dropped']})" for run in result["runs"])
         print(f"\nthroughput, {name}: highest sustained {result['highest_sustained_per_s']:,} calls/s; {runs}")
+        cpu = result["runs"][-1]["cpu_us_per_call"]
+        print(f"  CPU µs per call by thread at {result['runs'][-1]['offered_per_s']:,}/s: "
+              + ", ".join(f"{thread} {us:.1f}" for thread, us in cpu.items()) + f" (total {sum(cpu.values()):.1f})")
     m = report["memory"]
     print(f"memory over {m['calls']:,} calls: RSS +{m['rss_growth_kb']} KB, traced +{m['traced_growth_bytes']:,} B")
     print("\ntargets:")
