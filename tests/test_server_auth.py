@@ -96,16 +96,16 @@ def calls_until_rejected(call: Callable[[], object], timeout: float = 10.0) -> i
     Milvus drops a changed or deleted credential from its proxies' caches asynchronously, so a
     call right after `update_password` or `drop_user` may still pass (seen in CI).
     """
-    deadline = time.monotonic() + timeout
-    for passed in itertools.count():
+    deadline, passed = time.monotonic() + timeout, 0
+    while True:
         try:
             call()
         except grpc.RpcError as rejected:
             assert rejected.code() is grpc.StatusCode.UNAUTHENTICATED
             return passed
-        assert time.monotonic() < deadline, f"still accepted after {passed + 1} calls"
+        passed += 1
+        assert time.monotonic() < deadline, f"still accepted after {passed} calls"
         time.sleep(0.05)
-    raise AssertionError("unreachable")
 
 
 def test_stale_password_on_shared_connection_and_mid_session(milvus_server: MilvusServer,
@@ -254,7 +254,7 @@ def test_async_client_classifies_the_same(milvus_server: MilvusServer, telemetry
 
 def test_instrumented_async_client_keeps_its_identity(milvus_server: MilvusServer, telemetry: Telemetry) -> None:
     """An `AsyncMilvusClient` connects on its first call: instrumenting it must not connect."""
-    password = "Root-Passw0rd-Not-Exported"
+    password = "AsyncIdent-Passw0rd-1"
     root = root_client(milvus_server, telemetry.config())
     user = unique("async_ident")
     root.create_user(user, password)
