@@ -16,10 +16,13 @@ from typing import Any
 
 import pymilvus
 import pytest
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.trace import TracerProvider
 
 import milvus_audit
 from milvus_audit import AuditUnavailable
-from milvus_audit.jsonl import read_jsonl
+from milvus_audit.jsonl import JsonlExporter, JsonlProcessor, read_jsonl
 from milvus_audit.verify import verify
 from tests.otlp_receiver import OtlpReceiver
 
@@ -186,6 +189,32 @@ def test_fail_open_default_counts_drops(tmp_path: Path) -> None:
     (spool,) = pipeline.spools
     assert spool.dropped > 0
     pipeline.shutdown()
+
+
+def test_jsonl_file_back_pressures_instead_of_dropping(tmp_path: Path) -> None:
+    """The SDK's batch processor drops records when its queue is full; the JSONL file's never does."""
+    path = tmp_path / "audit.jsonl"
+
+    def slow(record: dict[str, Any]) -> dict[str, Any]:
+        time.sleep(0.0002)  # a writer far slower than the callers: its queue fills at once
+        return record
+
+    provider = LoggerProvider()
+    provider.add_log_record_processor(JsonlProcessor(JsonlExporter(path, slow), max_pending=64))
+    client = milvus_audit.instrument(StubClient(), milvus_audit.AuditConfig(
+        logger_provider=provider, tracer_provider=TracerProvider(), meter_provider=MeterProvider()))
+
+    def work() -> None:
+        for _ in range(500):
+            client.search("docs", [[0.1]])
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    provider.shutdown()
+    assert len(read_jsonl(path)) == 4 * 500
 
 
 def test_concurrency_threads_and_tasks(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ record, whatever the attribute values contain.
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -16,8 +17,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import IO, Any
 
-from opentelemetry.sdk._logs import ReadableLogRecord
-from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
+from opentelemetry.sdk._logs import LogRecordProcessor, ReadableLogRecord, ReadWriteLogRecord
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter, LogRecordExportResult
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 EVENT_PREFIX = "milvus."
@@ -71,8 +72,10 @@ class JsonlExporter(LogRecordExporter):
         self._file: IO[str] = self.path.open("a", encoding="utf-8")
         self._formatter = formatter
         self._lock = threading.Lock()
+        self.exported = 0  # records handed to `export`, kept or not: how far the writer got
 
     def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
+        self.exported += len(batch)  # one export at a time: the batch processor holds its export lock
         lines = []
         for record in batch:
             if not (record.log_record.event_name or "").startswith(EVENT_PREFIX):
@@ -98,6 +101,34 @@ class JsonlExporter(LogRecordExporter):
     def shutdown(self) -> None:
         with self._lock:
             self._file.close()
+
+
+class JsonlProcessor(LogRecordProcessor):
+    """The SDK's batch processor in front of the file, without its drops.
+
+    The SDK's batch processor drops records when its queue is full, and a writer thread
+    starved of the GIL by busy application threads is enough to fill it. A local file can
+    always be written, so once `max_pending` records wait, the emitting thread writes them
+    itself (back-pressure) and nothing is lost.
+    """
+
+    def __init__(self, exporter: JsonlExporter, max_pending: int = 4096) -> None:
+        self._exporter = exporter
+        self._batch = BatchLogRecordProcessor(exporter, max_queue_size=2 * max_pending,
+                                              max_export_batch_size=min(512, max_pending))
+        self._emitted = itertools.count(1)  # next() is atomic: threads may emit at once
+        self._max_pending = max_pending
+
+    def on_emit(self, log_record: ReadWriteLogRecord) -> None:
+        self._batch.on_emit(log_record)
+        if next(self._emitted) - self._exporter.exported >= self._max_pending:
+            self._batch.force_flush()  # exports on this thread, under the processor's export lock
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return self._batch.force_flush(timeout_millis)
+
+    def shutdown(self) -> None:
+        self._batch.shutdown()  # type: ignore[no-untyped-call]  # the SDK leaves it untyped
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:

@@ -32,7 +32,7 @@ from milvus_audit.background import flush as flush_background
 from milvus_audit.config import AuditConfig
 from milvus_audit.console import ConsoleExporter
 from milvus_audit.formats import FORMATTERS
-from milvus_audit.jsonl import JsonlExporter
+from milvus_audit.jsonl import JsonlExporter, JsonlProcessor
 from milvus_audit.spool import FsyncPolicy, OnFull, Spool, SpoolProcessor, spool_metrics
 
 log = logging.getLogger("milvus_audit")
@@ -165,7 +165,7 @@ def configure(
         if jsonl_format not in ("otel", "ecs", "ocsf"):
             raise ValueError(f"configure(jsonl_format=...) must be otel, ecs or ocsf, not {jsonl_format!r}")
         formatter = FORMATTERS[jsonl_format]
-        logger_provider.add_log_record_processor(BatchLogRecordProcessor(JsonlExporter(path, formatter)))
+        logger_provider.add_log_record_processor(JsonlProcessor(JsonlExporter(path, formatter)))
     if console:
         logger_provider.add_log_record_processor(SimpleLogRecordProcessor(ConsoleExporter()))
     meter_provider = MeterProvider(resource=resource, metric_readers=readers)
