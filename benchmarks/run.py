@@ -22,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import tracemalloc
 import urllib.request
@@ -317,8 +318,6 @@ class ReceiverProcess:
 
 def thread_cpu_s() -> dict[str, float]:
     """CPU seconds per thread of this process, by thread name (Linux; empty elsewhere)."""
-    import threading
-
     names = {thread.native_id: thread.name for thread in threading.enumerate()}
     tick = os.sysconf("SC_CLK_TCK")
     out: dict[str, float] = {}
@@ -331,7 +330,7 @@ def thread_cpu_s() -> dict[str, float]:
             fields = Path(f"/proc/self/task/{task}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:  # the thread ended
             continue
-        name = names.get(int(task), "other (gRPC, Milvus Lite)")
+        name = names.get(int(task), "threads outside Python (gRPC core)")
         out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick  # utime + stime
     return out
 
