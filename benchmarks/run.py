@@ -74,7 +74,7 @@ class Pipeline:
 
     def audit_spooled(self, fsync: str) -> milvus_audit.AuditConfig:
         """Audit records through the durable spool (as `configure(spool_dir=...)` sets it up)."""
-        from milvus_audit.spool import Spool, SpoolProcessor
+        from milvus_audit.export.spool import Spool, SpoolProcessor
 
         spool = Spool(tempfile.mkdtemp(prefix=f"milvus-audit-bench-spool-{fsync}-"), fsync=fsync)  # type: ignore[arg-type]
         provider = LoggerProvider()
@@ -270,7 +270,7 @@ def detection_cost(events: int) -> dict[str, float]:
 
 def spool_cost(records: int) -> dict[str, dict[str, float]]:
     """Appending one audit record to the durable spool, per fsync policy (µs per record)."""
-    from milvus_audit.spool import Spool
+    from milvus_audit.export.spool import Spool
 
     record = {"timestamp": "2026-11-27T06:42:07.123456Z", "event_name": "milvus.audit", "severity_text": "INFO",
               "trace_id": "0" * 32, "span_id": "0" * 16, "resource": {"service.name": "bench"},

@@ -72,7 +72,7 @@ def main() -> None:
     with milvus_audit.enduser("alice"):
         print(f"== alice is unaffected: {len(client.get('customers', ids=[1, 2, 3]))} rows ==")
 
-    responder = client.audit_auditor.config.shared("responder", lambda: None)
+    responder = client.audit_auditor.runtime.responder
     responder.worker.join()
     client.close()
     pipeline.force_flush()

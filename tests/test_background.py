@@ -7,7 +7,7 @@ import threading
 import time
 
 import milvus_audit
-from milvus_audit.background import Background
+from milvus_audit.runtime.worker import Background
 
 
 def test_runs_in_submission_order_and_flush_catches_up() -> None:

@@ -11,8 +11,8 @@ from pathlib import Path
 import pymilvus
 import pytest
 
-from milvus_audit.catalog import CATALOG, Category, lookup
-from milvus_audit.client import _AsyncProxy, _SyncProxy
+from milvus_audit.instrumentation.client import _AsyncProxy, _SyncProxy
+from milvus_audit.model.catalog import CATALOG, Category, lookup
 
 pytestmark = pytest.mark.catalog
 
@@ -58,7 +58,8 @@ def test_unknown_methods_are_audited_as_other() -> None:
 
 
 def test_events_doc_is_generated_from_the_catalog() -> None:
-    from milvus_audit.catalog_docs import render
+    from milvus_audit.model.catalog_docs import render
 
     path = Path(__file__).resolve().parents[1] / "docs" / "events.md"
-    assert path.read_text() == render(), "docs/events.md is stale: python -m milvus_audit.catalog_docs > docs/events.md"
+    assert path.read_text() == render(), \
+        "docs/events.md is stale: python -m milvus_audit.model.catalog_docs > docs/events.md"

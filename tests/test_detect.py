@@ -16,7 +16,7 @@ import pytest
 import milvus_audit
 from milvus_audit.detect import DetectionEngine, Observation, Rules, RulesError
 from milvus_audit.detect.replay import replay
-from milvus_audit.jsonl import read_jsonl
+from milvus_audit.export.jsonl import read_jsonl
 from tests.conftest import Alerts, Telemetry
 
 DIM = 8

@@ -12,8 +12,8 @@ from pymilvus import Collection, CollectionSchema, DataType, FieldSchema, connec
 
 import milvus_audit
 from milvus_audit import MilvusAuditInstrumentor
-from milvus_audit.catalog import ORM
-from milvus_audit.orm import public_orm_calls
+from milvus_audit.instrumentation.orm import public_orm_calls
+from milvus_audit.model.catalog import ORM
 from tests.conftest import Telemetry
 
 DIM = 4

@@ -14,9 +14,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import milvus_audit
-from milvus_audit.integrity import CHECKPOINT_EVENT, SIGNATURE
-from milvus_audit.jsonl import read_jsonl
-from milvus_audit.verify import verify_records
+from milvus_audit.export.jsonl import read_jsonl
+from milvus_audit.integrity.chain import CHECKPOINT_EVENT, SIGNATURE
+from milvus_audit.integrity.verify import verify_records
 from tests.test_detect import DIM, rules_only, vec
 
 KEY = bytes(range(32))

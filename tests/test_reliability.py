@@ -22,8 +22,8 @@ from opentelemetry.sdk.trace import TracerProvider
 
 import milvus_audit
 from milvus_audit import AuditUnavailable
-from milvus_audit.jsonl import JsonlExporter, JsonlProcessor, read_jsonl
-from milvus_audit.verify import verify
+from milvus_audit.export.jsonl import JsonlExporter, JsonlProcessor, read_jsonl
+from milvus_audit.integrity.verify import verify
 from tests.otlp_receiver import OtlpReceiver
 
 

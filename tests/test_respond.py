@@ -19,6 +19,7 @@ import pytest
 import milvus_audit
 from milvus_audit import AccessBlocked
 from milvus_audit.respond import Block, Callback, Playbook, Revoke, Webhook, verify
+from milvus_audit.wiring import runtime_for
 from tests.conftest import Telemetry
 from tests.server import MilvusServer
 from tests.test_detect import DIM, FakeClock, rules_only, seeded
@@ -70,7 +71,7 @@ def responses(telemetry: Telemetry) -> list[dict[str, Any]]:
 
 
 def responder_of(client: Any) -> Any:
-    return client.audit_auditor.config.shared("responder", lambda: None)
+    return client.audit_auditor.runtime.responder
 
 
 def test_webhook_signed_retried_and_audited(lite_uri: str, telemetry: Telemetry, hook: Receiver) -> None:
@@ -212,7 +213,7 @@ def test_revoke_roles_and_restore(milvus_server: MilvusServer, telemetry: Teleme
         for _ in range(3):
             with pytest.raises(grpc.RpcError):
                 rogue.query(collection, filter="id > 0")
-        responder = config.shared("responder", lambda: None)
+        responder = runtime_for(config).responder
         assert responder.worker.join()
         assert admin.describe_user(user)["roles"] == tuple(expect_roles) or \
             list(admin.describe_user(user)["roles"]) == expect_roles

@@ -85,7 +85,7 @@ def test_bare_token_gets_a_fingerprint_never_the_token(milvus_server: MilvusServ
     assert first["milvus_audit.failure_reason"] == "authentication"
     assert "user.name" not in first
     assert first["milvus_audit.auth.credential_id"] == second["milvus_audit.auth.credential_id"]
-    other = milvus_audit.connection.credential_id(token, b"other-key")
+    other = milvus_audit.model.identity.credential_id(token, b"other-key")
     assert first["milvus_audit.auth.credential_id"] != other  # keyed: useless without the key
     assert token.encode() not in telemetry.exported_bytes()
 

@@ -16,8 +16,8 @@ import yaml
 
 import milvus_audit
 from milvus_audit.detect.rules import BUILTIN_RULES
-from milvus_audit.formats import to_cef, to_ecs, to_ocsf
-from milvus_audit.jsonl import read_jsonl
+from milvus_audit.export.formats import to_cef, to_ecs, to_ocsf
+from milvus_audit.export.jsonl import read_jsonl
 from milvus_audit.siem.convert import BACKENDS, _backend, convert
 from milvus_audit.siem.sigma import RULES_DIR, build_rules, load_rules_text, rule_files
 from tests.test_detect import DIM, FakeClock, rules_only, seeded
@@ -239,7 +239,7 @@ def test_cef_escapes_hostile_values(sample_records: list[dict[str, Any]]) -> Non
 
 
 def test_jsonl_in_ecs_and_ocsf_verifies(lite_uri: str, tmp_path: Path) -> None:
-    from milvus_audit.verify import verify
+    from milvus_audit.integrity.verify import verify
 
     for schema in ("ecs", "ocsf"):
         key = schema.encode() * 16  # a stream of its own per file

@@ -7,14 +7,15 @@ authentication, query, data change and admin call becomes one log record
 
 from milvus_audit import detect, respond
 from milvus_audit._version import __version__
-from milvus_audit.audit import AuditEvent, internal_error_count
-from milvus_audit.background import flush
-from milvus_audit.client import AsyncMilvusClient, MilvusClient, instrument
 from milvus_audit.config import AuditConfig
-from milvus_audit.context import enduser
 from milvus_audit.exceptions import AccessBlocked, AuditUnavailable
-from milvus_audit.instrumentor import MilvusAuditInstrumentor
-from milvus_audit.pipeline import AuditPipeline, configure
+from milvus_audit.instrumentation.client import AsyncMilvusClient, MilvusClient, instrument
+from milvus_audit.instrumentation.instrumentor import MilvusAuditInstrumentor
+from milvus_audit.model.record import AuditEvent
+from milvus_audit.otel.setup import AuditPipeline, configure
+from milvus_audit.runtime.context import enduser
+from milvus_audit.runtime.diagnostics import internal_error_count
+from milvus_audit.runtime.worker import flush
 
 __all__ = [
     "AccessBlocked",

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from milvus_audit.detect.rules import BUILTIN_RULES, Rules, RulesError
-from milvus_audit.jsonl import read_jsonl, rfc3339
+from milvus_audit.export.jsonl import read_jsonl, rfc3339
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -50,8 +50,8 @@ def _rules(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from milvus_audit.integrity import integrity_key, load_public_key
-    from milvus_audit.verify import verify
+    from milvus_audit.integrity.chain import integrity_key, load_public_key
+    from milvus_audit.integrity.verify import verify
 
     if args.key_file:
         key: bytes | None = bytes.fromhex(Path(args.key_file).read_text().strip())

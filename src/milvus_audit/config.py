@@ -53,7 +53,7 @@ class AuditConfig:
     capture_filters: CaptureFilters = "sanitized"
     credential_key: bytes | str | None = None
     detection: Any = None
-    on_alert: Sequence[Callable[[Any], None]] = field(default_factory=tuple)
+    on_alert: Callable[[Any], None] | Sequence[Callable[[Any], None]] = field(default_factory=tuple)
     clock: Callable[[], float] | None = None
     playbooks: Sequence[Any] = field(default_factory=tuple)
     integrity_key: bytes | str | None = None
@@ -61,16 +61,17 @@ class AuditConfig:
     checkpoint_every: int = 1000
     checkpoint_interval_s: float = 60.0
     fail_closed: bool = False
-    _shared: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+    # What `wiring.runtime_for()` built for this configuration (emitter, gates, sinks, handlers).
+    _runtime: object = field(default=None, init=False, repr=False, compare=False)
     # The spools whose health fail-closed mode checks: set by `AuditPipeline.audit_config()`;
     # None means every spool `configure()` set up in this process.
     durable_spools: list[Any] | None = field(default=None, init=False, repr=False, compare=False)
 
-    def shared(self, name: str, factory: Callable[[], Any]) -> Any:
-        """Runtime state shared by every client built with this config (e.g. the detection engine)."""
-        if name not in self._shared:
-            self._shared[name] = factory()
-        return self._shared[name]
+    def alert_callbacks(self) -> list[Callable[[Any], None]]:
+        """`on_alert` as a list: one callable or a sequence of them."""
+        if callable(self.on_alert):
+            return [self.on_alert]
+        return list(self.on_alert)
 
     def __post_init__(self) -> None:
         if self.playbooks and not self.detection:

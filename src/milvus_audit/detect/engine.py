@@ -16,9 +16,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from milvus_audit.catalog import Action, Category, Shape, lookup
 from milvus_audit.detect.rules import BUILTIN_RULES, Rules, RuleSettings
 from milvus_audit.detect.windows import BoundedMap, Window
+from milvus_audit.model.catalog import Action, Category, Shape, lookup
 
 MAX_CONTRIBUTING = 10
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

@@ -8,8 +8,8 @@ from typing import Any
 
 from milvus_audit.detect.engine import Alert, DetectionEngine, Observation
 from milvus_audit.detect.rules import Rules
-from milvus_audit.detect.sink import event_id
-from milvus_audit.jsonl import parse_rfc3339
+from milvus_audit.export.jsonl import parse_rfc3339
+from milvus_audit.model.record import event_id
 
 AUDIT_EVENT = "milvus.audit"
 

@@ -1,30 +1,28 @@
-"""Wiring detection into the audit path: events in, `milvus.alert` records and callbacks out."""
+"""Detection in the audit path: events in, alerts out to the handlers `wiring` gave it.
+
+Handlers are plain callables on an `Alert`: the alert record (`record_alerts`), the
+application's `on_alert` callbacks and the response playbooks. Detection never calls back
+into the auditor that produced the event.
+"""
 
 from __future__ import annotations
 
-import logging
 import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from milvus_audit.background import BACKGROUND
+from milvus_audit import semconv
 from milvus_audit.detect.engine import Alert, DetectionEngine, Observation
 from milvus_audit.detect.rules import Rules
+from milvus_audit.model.record import AuditEvent, event_id
+from milvus_audit.otel.emitter import OTelEmitter
+from milvus_audit.runtime.diagnostics import INTERNAL_ERRORS
+from milvus_audit.runtime.worker import BACKGROUND
 
-if TYPE_CHECKING:
-    from milvus_audit.audit import AuditEvent, Auditor, Sink
-    from milvus_audit.config import AuditConfig
-    from milvus_audit.respond.playbook import Responder
-
-log = logging.getLogger("milvus_audit")
-ALERT_EVENT = "milvus.alert"
-ALERT_SEVERITY_TEXT = {"low": "INFO", "medium": "WARN", "high": "ERROR", "critical": "FATAL"}
-
-
-def event_id(trace_id: int | str, span_id: int | str) -> str:
-    if isinstance(trace_id, int):
-        return f"{trace_id:032x}:{span_id:016x}" if trace_id else ""
-    return f"{trace_id}:{span_id}" if trace_id else ""
+AlertHandler = Callable[[Alert], object]
+ALERT_EVENT = semconv.ALERT_EVENT
+ALERT_SEVERITY_TEXT = semconv.ALERT_SEVERITY_TEXT
 
 
 def rules_from(setting: Any) -> Rules | None:
@@ -41,46 +39,47 @@ def rules_from(setting: Any) -> Rules | None:
                     f"not {type(setting).__name__}")
 
 
+def record_alerts(emitter: OTelEmitter) -> AlertHandler:
+    """The handler that writes each alert as a `milvus.alert` record and counts it."""
+    def record(alert: Alert) -> None:
+        emitter.emit_record(ALERT_EVENT, ALERT_SEVERITY_TEXT[alert.severity], alert.attributes(),
+                            alert.timestamp_ns)
+        emitter.count_alert(alert.rule, alert.severity)
+    return record
+
+
 class DetectionSink:
     """One per `AuditConfig`: every client built with that config shares the engine's state.
 
-    Events are observed on milvus-audit's background thread (see `background.py`), so the
-    application's calls never wait on the rules, unless a playbook can block: then each
-    event is observed on the calling thread before the call returns, so that the very next
-    call of a blocked principal is refused."""
+    Events are observed on milvus-audit's background worker (see `runtime/worker.py`), so
+    the application's calls never wait on the rules, unless `inline` (a playbook can
+    block): then each event is observed on the calling thread before the call returns,
+    so that the very next call of a blocked principal is refused."""
 
-    def __init__(self, config: AuditConfig, rules: Rules, responder: Responder | None = None) -> None:
-        self.config = config
+    def __init__(self, rules: Rules, handlers: Sequence[AlertHandler], *, inline: bool = False) -> None:
         self.engine = DetectionEngine(rules)
-        self.responder = responder
+        self.handlers = tuple(handlers)
+        self.inline = inline
         self._lock = threading.Lock()  # the engine's state, for calling threads observing inline
 
-    def sink_for(self, auditor: Auditor) -> Sink:
-        """The sink `auditor` calls with each of its events."""
-        observe = self.observe
-        if self.responder is not None and self.responder.can_block:
-            return lambda event: observe(event, auditor)
-        return lambda event: BACKGROUND.submit(observe, event, auditor)
+    def __call__(self, event: AuditEvent) -> None:
+        if self.inline:
+            self.observe(event)
+        else:
+            BACKGROUND.submit(self.observe, event)
 
-    def observe(self, event: AuditEvent, auditor: Auditor) -> list[Alert]:
+    def observe(self, event: AuditEvent) -> list[Alert]:
         observation = Observation(event.timestamp_ns / 1e9, event.attributes,
                                   event_id(event.trace_id, event.span_id))
         with self._lock:
             alerts = self.engine.observe(observation)
         for alert in alerts:  # outside the lock: callbacks and playbooks may call Milvus again
-            self.publish(alert, auditor)
+            self.publish(alert)
         return alerts
 
-    def publish(self, alert: Alert, auditor: Auditor) -> None:
-        attributes = alert.attributes()
-        auditor.emit_record(ALERT_EVENT, ALERT_SEVERITY_TEXT[alert.severity], attributes, alert.timestamp_ns)
-        auditor.emitter.count_alert(alert.rule, alert.severity)
-        for callback in self.config.on_alert:
+    def publish(self, alert: Alert) -> None:
+        for handler in self.handlers:
             try:
-                callback(alert)
-            except Exception as exc:  # a callback's failure never reaches the application
-                from milvus_audit.audit import INTERNAL_ERRORS
-
-                INTERNAL_ERRORS.report(f"on_alert callback {callback!r}", exc)
-        if self.responder is not None:
-            self.responder.handle(alert, auditor)
+                handler(alert)
+            except Exception as exc:  # a handler's failure never reaches the application
+                INTERNAL_ERRORS.report(f"alert handler {handler!r}", exc)

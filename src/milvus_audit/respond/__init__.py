@@ -1,7 +1,7 @@
 """Automated response: playbooks that notify, contain and revoke when an alert fires."""
 
+from milvus_audit.auditing.gates import BlockEntry, BlockList
 from milvus_audit.exceptions import AccessBlocked
-from milvus_audit.respond.blocks import BlockEntry, BlockList
 from milvus_audit.respond.playbook import Block, Callback, Playbook, Responder, Revoke, Webhook
 from milvus_audit.respond.webhook import sign, verify
 

@@ -16,15 +16,16 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
+from milvus_audit import semconv
+from milvus_audit.auditing.gates import SCOPES, BlockList, principal_for
 from milvus_audit.detect.rules import SEVERITIES, RulesError
-from milvus_audit.respond.blocks import SCOPES, BlockList, principal_for
 from milvus_audit.respond.webhook import DeliveryWorker, post_json
 
 if TYPE_CHECKING:
-    from milvus_audit.audit import Auditor
     from milvus_audit.detect.engine import Alert
+    from milvus_audit.otel.emitter import OTelEmitter
 
-RESPONSE_EVENT = "milvus.response"
+RESPONSE_EVENT = semconv.RESPONSE_EVENT
 PROTECTED_USERS = frozenset({"root"})
 
 
@@ -32,7 +33,7 @@ PROTECTED_USERS = frozenset({"root"})
 class ResponseContext:
     """What an action needs: where to record, the shared block list and worker."""
 
-    auditor: Auditor
+    emitter: OTelEmitter
     blocks: BlockList
     worker: DeliveryWorker
 
@@ -55,7 +56,7 @@ class ResponseContext:
         if error:
             attributes["milvus_audit.response.error"] = error
         attributes.update(extra or {})
-        self.auditor.emit_record(RESPONSE_EVENT, "WARN" if outcome == "failure" else "INFO", attributes)
+        self.emitter.emit_record(RESPONSE_EVENT, "WARN" if outcome == "failure" else "INFO", attributes)
 
 
 @dataclass
@@ -214,14 +215,15 @@ class Playbook:
 class Responder:
     """Shared by every client of one `AuditConfig`: runs matching playbooks for each alert."""
 
-    def __init__(self, playbooks: Sequence[Playbook], blocks: BlockList) -> None:
+    def __init__(self, playbooks: Sequence[Playbook], blocks: BlockList, emitter: OTelEmitter) -> None:
         self.playbooks = list(playbooks)
         self.blocks = blocks
+        self.emitter = emitter
         self.worker = DeliveryWorker()
         self.can_block = any(isinstance(action, Block) for playbook in self.playbooks for action in playbook.actions)
 
-    def handle(self, alert: Alert, auditor: Auditor) -> None:
-        context = ResponseContext(auditor, self.blocks, self.worker)
+    def handle(self, alert: Alert) -> None:
+        context = ResponseContext(self.emitter, self.blocks, self.worker)
         for playbook in self.playbooks:
             if playbook.matches(alert):
                 for action in playbook.actions:

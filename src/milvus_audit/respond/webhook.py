@@ -17,7 +17,7 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-from milvus_audit.background import BACKGROUND
+from milvus_audit.runtime.worker import BACKGROUND
 
 
 def sign(secret: str | bytes, timestamp: int, body: bytes) -> str:

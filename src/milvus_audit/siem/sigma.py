@@ -16,8 +16,8 @@ from typing import Any
 
 import yaml
 
-from milvus_audit.catalog import Action, Shape, operations
 from milvus_audit.detect.rules import BUILTIN_RULES
+from milvus_audit.model.catalog import Action, Shape, operations
 
 RULES_DIR = Path(__file__).with_name("rules")
 LOGSOURCE = {"product": "milvus", "service": "audit"}

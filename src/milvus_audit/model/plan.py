@@ -13,8 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from milvus_audit.catalog import Operation, Shape
-from milvus_audit.sanitize import sanitize_filter
+from milvus_audit.model.catalog import Operation, Shape
+from milvus_audit.model.sanitize import sanitize_filter
 
 _MISSING = object()
 FILTER_ATTRIBUTE = "db.query.text"
@@ -78,6 +78,8 @@ def _privileges(value: Any) -> str | list[str] | None:
 
 
 Transform = Callable[[Any], Any]
+# (attribute, how to read it from the result): what a call's result adds to its record.
+Measure = tuple[str, Callable[[Any], int | None]]
 
 # (parameter, attribute, transform) per shape; filters are handled separately.
 _SHAPE_FIELDS: Mapping[Shape, tuple[tuple[str, str, Transform], ...]] = {
@@ -197,7 +199,7 @@ class Slot:
         return value
 
 
-def _positions(signature_of: Callable[..., Any] | None) -> dict[str, int]:
+def positions(signature_of: Callable[..., Any] | None) -> dict[str, int]:
     if signature_of is None:
         return {}
     try:
@@ -223,17 +225,17 @@ class CallPlan:
     filter_slot: Slot | None
     secret_slots: tuple[Slot, ...]
     database_slot: Slot | None
-    result_measure: tuple[str, Callable[[Any], int | None]] | None
+    result_measure: Measure | None
 
     @classmethod
     def compile(cls, operation: Operation, signature_of: Callable[..., Any] | None,
                 renames: Mapping[str, str] | None = None) -> CallPlan:
         """`renames` maps the catalog's parameter names to the method's (the ORM says `expr`)."""
-        positions = _positions(signature_of)
+        where = positions(signature_of)
 
         def slot(name: str) -> Slot:
             name = renames.get(name, name) if renames else name
-            return Slot(name, positions.get(name))
+            return Slot(name, where.get(name))
 
         fields: list[tuple[str, Slot, Transform]] = []
         if operation.collection:

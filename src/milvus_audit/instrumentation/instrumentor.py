@@ -5,7 +5,7 @@
 LlamaIndex, your own code): the classes' `__init__` records the connect and gives the
 instance an auditor, and each catalogued method goes through the same audited call path
 as the drop-in proxy. It also audits the ORM API (`connections`, `Collection`,
-`Partition`, `Index`, `Role`, `utility`), see `milvus_audit.orm`. Registered under the
+`Partition`, `Index`, `Role`, `utility`), see `milvus_audit.instrumentation.orm`. Registered under the
 `opentelemetry_instrumentor` entry point, so `opentelemetry-instrument python app.py`
 turns it on without code changes.
 
@@ -15,7 +15,6 @@ pymilvus exactly. The drop-in `milvus_audit.MilvusClient` is not audited twice.
 
 from __future__ import annotations
 
-import functools
 import inspect
 import threading
 from collections.abc import Callable, Collection
@@ -23,12 +22,20 @@ from dataclasses import fields
 from typing import Any
 
 import pymilvus
+import wrapt
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
+from opentelemetry.instrumentation.utils import unwrap
 
-from milvus_audit.audit import IN_AUDITED_CALL, flagged
-from milvus_audit.client import _AsyncProxy, _SyncProxy, audited_connect, bare_constructing, connection_info
 from milvus_audit.config import AuditConfig
-from milvus_audit.proxy import Target, audited_method
+from milvus_audit.instrumentation.client import (
+    _AsyncProxy,
+    _SyncProxy,
+    audited_connect,
+    bare_constructing,
+    connection_info,
+)
+from milvus_audit.instrumentation.proxy import Target, audited_method
+from milvus_audit.runtime.context import IN_AUDITED_CALL, flagged
 
 _INSTRUMENTS = ("pymilvus >= 2.6, < 4",)
 _CONFIG_FIELDS = {f.name for f in fields(AuditConfig) if f.init}
@@ -58,52 +65,56 @@ class MilvusAuditInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             return super().uninstrument(**kwargs)
 
     def _instrument(self, **kwargs: Any) -> None:
-        import milvus_audit.orm as orm
+        from milvus_audit.instrumentation import orm
 
         config = _config_from(kwargs)
-        self._originals: list[tuple[type, str, Any]] = []
+        self._wrapped: list[tuple[type, str, bool]] = []
         for cls, proxy_class in ((pymilvus.MilvusClient, _SyncProxy), (pymilvus.AsyncMilvusClient, _AsyncProxy)):
-            self._patch(cls, "__init__", _audited_init(cls, config))
+            self._wrap(cls, "__init__", _audited_init(cls, config))
             for name, plan in proxy_class._audit_plans.items():
                 original = getattr(cls, name)
-                self._patch(cls, name, audited_method(name, plan, inspect.iscoroutinefunction(original),
-                                                      _instance_target(original)))
+                method = audited_method(name, plan, inspect.iscoroutinefunction(original), _instance_target(original))
+                self._wrap(cls, name, _as_wrapper(method))
         patches = orm.OrmPatches(config)
         patches.apply()
         self._orm: orm.OrmPatches | None = patches
 
-    def _patch(self, cls: type, name: str, replacement: Any) -> None:
-        self._originals.append((cls, name, cls.__dict__.get(name, _ABSENT)))
-        setattr(cls, name, replacement)
+    def _wrap(self, cls: type, name: str, wrapper: Callable[..., Any]) -> None:
+        own = name in vars(cls)  # an inherited method is wrapped on `cls`, and removed from it again
+        wrapt.wrap_function_wrapper(cls, name, wrapper)
+        self._wrapped.append((cls, name, own))
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        for cls, name, original in reversed(getattr(self, "_originals", [])):
-            if original is _ABSENT:
-                delattr(cls, name)
+        for cls, name, own in reversed(getattr(self, "_wrapped", [])):
+            if own:
+                unwrap(cls, name)
             else:
-                setattr(cls, name, original)
-        self._originals = []
+                delattr(cls, name)
+        self._wrapped = []
         patches = getattr(self, "_orm", None)
         if patches is not None:
             patches.restore()
             self._orm = None
 
 
-_ABSENT = object()
 AUDITOR = "_milvus_audit_auditor"
 
 
-def _audited_init(cls: type, config: AuditConfig) -> Callable[..., None]:
-    original = cls.__init__  # type: ignore[misc]
+def _as_wrapper(method: Callable[..., Any]) -> Callable[..., Any]:
+    """An audited method `(self, *args, **kwargs)` as a wrapt wrapper."""
+    def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return method(instance, *args, **kwargs)
+    return wrapper
 
-    @functools.wraps(original)
-    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+
+def _audited_init(cls: type, config: AuditConfig) -> Callable[..., None]:
+    def __init__(wrapped: Callable[..., None], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         if bare_constructing():  # the drop-in client's inner client: audited by its proxy
-            original(self, *args, **kwargs)
+            wrapped(*args, **kwargs)
             return
         info = connection_info(cls, args, kwargs, config)
-        _, auditor = audited_connect(info, config, lambda: original(self, *args, **kwargs))
-        self.__dict__[AUDITOR] = auditor
+        _, auditor = audited_connect(info, config, lambda: wrapped(*args, **kwargs))
+        instance.__dict__[AUDITOR] = auditor
 
     return __init__
 

@@ -5,43 +5,24 @@ from __future__ import annotations
 import contextvars
 import inspect
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import pymilvus
 
-from milvus_audit.audit import Auditor, flagged
-from milvus_audit.catalog import lookup
+from milvus_audit import semconv
+from milvus_audit.auditing.auditor import Auditor
 from milvus_audit.config import AuditConfig
-from milvus_audit.connection import ConnectionInfo, credential_key
-from milvus_audit.detect.sink import DetectionSink, rules_from
-from milvus_audit.extract import CallPlan
-from milvus_audit.proxy import AuditedClient, AuditedObject, build_proxy_class
-from milvus_audit.respond.blocks import BlockList
-from milvus_audit.respond.playbook import Responder, playbooks_from_yaml
+from milvus_audit.instrumentation.proxy import AuditedClient, AuditedObject, build_proxy_class
+from milvus_audit.model.catalog import lookup
+from milvus_audit.model.identity import ConnectionInfo, credential_key
+from milvus_audit.model.plan import CallPlan
+from milvus_audit.runtime.context import flagged
+from milvus_audit.wiring import runtime_for
 
 _SyncProxy = build_proxy_class("_AuditedMilvusClient", pymilvus.MilvusClient, base=AuditedClient)
 _AsyncProxy = build_proxy_class("_AuditedAsyncMilvusClient", pymilvus.AsyncMilvusClient,
                                 base=AuditedClient)
 _CONNECT = CallPlan.compile(lookup("connect"), None)
-
-
-def _attach_sinks(auditor: Auditor, config: AuditConfig) -> None:
-    """Add the sinks the configuration asks for, shared by every client of that config."""
-    rules = rules_from(config.detection)
-    if rules is None:
-        return
-    playbooks = list(config.playbooks)
-    if isinstance(config.detection, (str, Path)):
-        playbooks.extend(playbooks_from_yaml(config.detection))
-    if playbooks:
-        blocks: BlockList = config.shared("blocks", lambda: BlockList(config.clock))
-        auditor.blocks = blocks
-        responder = config.shared("responder", lambda: Responder(playbooks, blocks))
-    else:
-        responder = None
-    sink: DetectionSink = config.shared("detection", lambda: DetectionSink(config, rules, responder))
-    auditor.sinks.append(sink.sink_for(auditor))
 
 
 T = TypeVar("T")
@@ -50,22 +31,10 @@ _BARE_CONSTRUCTION: contextvars.ContextVar[bool] = contextvars.ContextVar("milvu
 
 def audited_connect(info: ConnectionInfo, config: AuditConfig, construct: Callable[[], T],
                     extra: dict[str, Any] | None = None) -> tuple[T, Auditor]:
-    """Run `construct` (which connects), auditing the attempt and its outcome as `connect`."""
-    auditor = Auditor(config, info)
-    _attach_sinks(auditor, config)
-    if auditor.fail_closed:
-        auditor.refuse_unless_durable(_CONNECT, (), {}, None)
-    if auditor.blocks:
-        auditor.refuse_if_blocked(_CONNECT, (), {}, None)
-    call = auditor.begin(_CONNECT, (), {}, {"milvus_audit.tls": info.tls, **(extra or {})})
-    try:
-        result = construct()
-    except BaseException as exc:
-        if call is not None:
-            auditor.finish(call, None, exc)
-        raise
-    if call is not None:
-        auditor.finish(call, None, None)
+    """Run `construct` (which connects) through the call path, audited as `connect`."""
+    auditor = Auditor(runtime_for(config), info)
+    with auditor.call(_CONNECT, (), {}, {semconv.TLS: info.tls, **(extra or {})}) as call:
+        result = call.returned(construct())
     return result, auditor
 
 
@@ -142,8 +111,7 @@ def instrument(client: Any, audit: AuditConfig | None = None) -> Any:
         return client  # already audited (by a proxy, or by MilvusAuditInstrumentor)
     config = audit or AuditConfig()
     info = ConnectionInfo.from_client(client, credential_key(config.credential_key))
-    auditor = Auditor(config, info)
-    _attach_sinks(auditor, config)
+    auditor = Auditor(runtime_for(config), info)
     if isinstance(client, pymilvus.AsyncMilvusClient):
         return _AsyncProxy(client, auditor)
     if isinstance(client, pymilvus.MilvusClient):

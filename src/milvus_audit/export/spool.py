@@ -33,7 +33,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from milvus_audit._version import __version__
-from milvus_audit.jsonl import EVENT_PREFIX, parse_rfc3339, rfc3339, to_otel_json
+from milvus_audit.export.jsonl import EVENT_PREFIX, parse_rfc3339, rfc3339, to_otel_json
 
 log = logging.getLogger("milvus_audit")
 

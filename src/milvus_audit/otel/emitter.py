@@ -5,6 +5,7 @@ calling thread (see `background.py`)."""
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import _logs, metrics, trace
@@ -13,14 +14,14 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from milvus_audit._version import __version__
-from milvus_audit.background import BACKGROUND
-from milvus_audit.integrity import Chain, chain_for, integrity_key, load_signing_key
-from milvus_audit.spans import CallSpan, DerivedSpans, spans_for
+from milvus_audit.integrity.chain import Chain, chain_for, integrity_key, load_signing_key
+from milvus_audit.model.record import AuditEvent
+from milvus_audit.otel.spans import CallSpan, DerivedSpans, spans_for
+from milvus_audit.runtime.worker import BACKGROUND
 
 if TYPE_CHECKING:
-    from milvus_audit.audit import AuditEvent
     from milvus_audit.config import AuditConfig
-    from milvus_audit.errors import Failure
+    from milvus_audit.model.failures import Failure
 
 SCOPE = "milvus_audit"
 _DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0)
@@ -45,6 +46,7 @@ class OTelEmitter:
     """Creates spans and emits log records and metrics for audit events."""
 
     def __init__(self, config: AuditConfig) -> None:
+        self._clock = config.clock
         self._tracer_provider = config.tracer_provider
         self._logger_provider = config.logger_provider
         self.tracer = trace.get_tracer(SCOPE, __version__, tracer_provider=config.tracer_provider)
@@ -73,6 +75,10 @@ class OTelEmitter:
                                              description="Calls refused in fail-closed mode.")
         self.alerts = meter.create_counter("milvus_audit.alerts", unit="{alert}",
                                            description="Alerts raised by in-process detection.")
+
+    def now_ns(self) -> int:
+        clock = self._clock
+        return time.time_ns() if clock is None else int(clock() * 1e9)
 
     def count_refusal(self, operation: str) -> None:
         self.refusals.add(1, {"db.operation.name": operation})
@@ -116,8 +122,11 @@ class OTelEmitter:
             self.returned_rows.record(rows, metric_attributes)
 
     def emit_record(self, event_name: str, severity: str, attributes: dict[str, Any],
-                    timestamp_ns: int, context: Context | None = None) -> None:
-        """Emit one record; with an integrity key, sealed into the chain first."""
+                    timestamp_ns: int | None = None, context: Context | None = None) -> None:
+        """Emit one record (a call's, an alert's, a response's); with an integrity key, sealed
+        into the chain first. Without a timestamp it is stamped now, by the configured clock."""
+        if timestamp_ns is None:
+            timestamp_ns = self.now_ns()
         if self.chain is not None:
             self.chain.seal_and_emit(event_name, severity, attributes, timestamp_ns, self._emit_raw, context)
         else:

@@ -11,21 +11,24 @@ and not recorded twice.
 
 from __future__ import annotations
 
-import functools
 import inspect
 from collections.abc import Callable
 from typing import Any
 
+import wrapt
+from opentelemetry.instrumentation.utils import unwrap
 from pymilvus import Collection, Index, Partition, connections, utility
 from pymilvus.orm.role import Role
 
-from milvus_audit.audit import IN_AUDITED_CALL, Auditor
-from milvus_audit.catalog import ORM, Action, OrmEntry, lookup
-from milvus_audit.client import audited_connect
+from milvus_audit import semconv
+from milvus_audit.auditing.auditor import Auditor
 from milvus_audit.config import AuditConfig
-from milvus_audit.connection import ConnectionInfo, credential_key
-from milvus_audit.extract import CallPlan
-from milvus_audit.proxy import iterator_class
+from milvus_audit.instrumentation.client import audited_connect
+from milvus_audit.instrumentation.proxy import wrap_iterator
+from milvus_audit.model.catalog import ORM, ORM_ALIAS_PARAMS, ORM_OWNERS, Action, OrmEntry, OrmOwner, Returns, lookup
+from milvus_audit.model.identity import ConnectionInfo, credential_key
+from milvus_audit.model.plan import CallPlan, Slot, positions
+from milvus_audit.runtime.context import IN_AUDITED_CALL
 
 OWNERS: dict[str, Any] = {"Collection": Collection, "Partition": Partition, "Index": Index, "Role": Role,
                           "utility": utility, "connections": connections}
@@ -58,12 +61,12 @@ def _collection_of(obj: Any) -> str | None:
 
 
 class OrmPatches:
-    """The ORM wrappers for one `instrument()`; `restore()` puts every original back."""
+    """The ORM wrappers for one `instrument()`, applied with wrapt; `restore()` unwraps each."""
 
     def __init__(self, config: AuditConfig) -> None:
         self.config = config
         self.auditors: dict[str, Auditor] = {}
-        self._originals: list[tuple[Any, str, Any]] = []
+        self._wrapped: list[tuple[Any, str]] = []
 
     def apply(self) -> None:
         for qualified, entry in ORM.items():
@@ -75,65 +78,49 @@ class OrmPatches:
             original = vars(target)[name]
             if isinstance(original, (classmethod, staticmethod)):
                 continue  # construct_from_dataframe: audited through the calls it makes
-            self._originals.append((target, name, original))
-            setattr(target, name, self._wrap(qualified, entry, original))
+            wrapt.wrap_function_wrapper(target, name, self._wrapper(owner_name, qualified, entry, original))
+            self._wrapped.append((target, name))
 
     def restore(self) -> None:
-        for target, name, original in reversed(self._originals):
-            setattr(target, name, original)
-        self._originals.clear()
+        for target, name in reversed(self._wrapped):
+            unwrap(target, name)
+        self._wrapped.clear()
 
     # -- one wrapper per ORM call ---------------------------------------------------------
-    def _wrap(self, qualified: str, entry: OrmEntry, original: Callable[..., Any]) -> Callable[..., Any]:
+    def _wrapper(self, owner_name: str, qualified: str, entry: OrmEntry,
+                 original: Callable[..., Any]) -> Callable[..., Any]:
         assert entry.operation is not None
-        is_method = not qualified.startswith("utility.")
         plan = self._plan(entry.operation, entry, original)
-        alternate = self._plan(entry.with_param[1], entry, original) if entry.with_param else None
-        patches = self
-
         if plan.operation.action is Action.LOGON:  # connections.connect: starts the alias's auditor
-            @functools.wraps(original)
-            def connect(self: Any, *args: Any, **kwargs: Any) -> Any:
-                return patches._connect(original, self, args, kwargs)
+            def connect(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
+                        kwargs: dict[str, Any]) -> Any:
+                return self._connect(original, wrapped, instance, args, kwargs)
             return connect
 
-        @functools.wraps(original)
-        def call(*args: Any, **kwargs: Any) -> Any:
-            bound_self = args[0] if is_method else None
-            call_args = args[1:] if is_method else args
-            auditor = patches._auditor_for(bound_self, call_args, kwargs, qualified)
+        alternate = None
+        if entry.with_param:  # Collection(name, schema) creates
+            alternate = (Slot(entry.with_param[0], positions(original).get(entry.with_param[0])),
+                         self._plan(entry.with_param[1], entry, original))
+        where = positions(original)
+        alias_slots = tuple(Slot(name, where.get(name)) for name in ORM_ALIAS_PARAMS)
+        owner = ORM_OWNERS[owner_name]
+
+        def call(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            auditor = self._auditor_for(instance, alias_slots, args, kwargs)
             if auditor is None or IN_AUDITED_CALL.get():
-                return original(*args, **kwargs)
+                return wrapped(*args, **kwargs)
             chosen = plan
-            if alternate is not None and entry.with_param and (
-                    kwargs.get(entry.with_param[0]) is not None or len(call_args) > 1):
-                chosen = alternate
-            extra: dict[str, Any] = {"milvus_audit.api": "orm", "code.function.name": qualified}
-            collection = _collection_of(bound_self)
-            if collection:
-                extra["db.collection.name"] = collection
-            if isinstance(bound_self, Partition) and getattr(bound_self, "_name", None):
-                extra["db.milvus.partition_names"] = [str(bound_self._name)]
-            if isinstance(bound_self, Role) and getattr(bound_self, "_name", None):
-                extra["milvus_audit.target.role"] = str(bound_self._name)
-            if auditor.blocks:
-                auditor.refuse_if_blocked(chosen, call_args, kwargs, extra)
+            if alternate is not None and alternate[0].get(args, kwargs) is not None:
+                chosen = alternate[1]
+            extra = _orm_attributes(qualified, owner, instance)
             token = IN_AUDITED_CALL.set(True)
-            audit = auditor.begin(chosen, call_args, kwargs, extra)
             try:
-                result = original(*args, **kwargs)
-            except BaseException as exc:
-                if audit is not None:
-                    auditor.finish(audit, None, exc)
-                raise
+                with auditor.call(chosen, args, kwargs, extra) as audited:
+                    result = audited.returned(wrapped(*args, **kwargs))
             finally:
                 IN_AUDITED_CALL.reset(token)
-            if audit is not None:
-                auditor.finish(audit, result, None)
-            if chosen.operation.wraps_result and hasattr(result, "next"):
-                attributes = dict(extra)
-                auditor.request_attributes(chosen, call_args, kwargs, attributes)
-                return iterator_class(type(result), chosen.operation)(result, auditor, attributes)
+            if chosen.operation.returns is Returns.ITERATOR and result is not None:
+                return wrap_iterator(auditor, chosen, result, args, kwargs, extra)
             return result
 
         return call
@@ -142,20 +129,23 @@ class OrmPatches:
     def _plan(operation: str, entry: OrmEntry, original: Callable[..., Any]) -> CallPlan:
         return CallPlan.compile(lookup(operation), original, renames=entry.renames)
 
-    def _auditor_for(self, bound_self: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
-                     qualified: str) -> Auditor | None:
-        alias = kwargs.get("using") or kwargs.get("alias")
-        if alias is None and qualified.startswith("connections.") and args:
-            alias = args[0]  # disconnect("orm")
-        if alias is None and bound_self is not None and not qualified.startswith("connections."):
-            alias = getattr(bound_self, "_using", None)  # Collection, Role
-            owner = getattr(bound_self, "_collection", None)  # Partition, Index
+    def _auditor_for(self, instance: Any, alias_slots: tuple[Slot, ...], args: tuple[Any, ...],
+                     kwargs: dict[str, Any]) -> Auditor | None:
+        """The auditor of the call's connection alias: named by the call, or by its object."""
+        alias = None
+        for slot in alias_slots:
+            alias = slot.get(args, kwargs)
+            if alias is not None:
+                break
+        if alias is None and instance is not None:
+            alias = getattr(instance, "_using", None)  # Collection, Role
+            owner = getattr(instance, "_collection", None)  # Partition, Index
             if alias is None and owner is not None:
                 alias = getattr(owner, "_using", None)
         return self.auditors.get(str(alias or "default"))
 
-    def _connect(self, original: Callable[..., Any], manager: Any, args: tuple[Any, ...],
-                 kwargs: dict[str, Any]) -> Any:
+    def _connect(self, original: Callable[..., Any], wrapped: Callable[..., Any], manager: Any,
+                 args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         try:
             bound = inspect.signature(original).bind(manager, *args, **kwargs)
             params = {k: v for k, v in bound.arguments.items() if k not in ("self", "kwargs")}
@@ -166,7 +156,19 @@ class OrmPatches:
         if not params.get("uri") and params.get("host"):
             params["uri"] = f"http://{params.pop('host')}:{params.pop('port', 19530)}"
         info = ConnectionInfo.from_parameters(params, credential_key(self.config.credential_key))
-        result, auditor = audited_connect(info, self.config, lambda: original(manager, *args, **kwargs),
-                                          {"milvus_audit.api": "orm"})
+        result, auditor = audited_connect(info, self.config, lambda: wrapped(*args, **kwargs),
+                                          {semconv.API: "orm"})
         self.auditors[alias] = auditor
         return result
+
+
+def _orm_attributes(qualified: str, owner: OrmOwner, instance: Any) -> dict[str, Any]:
+    """What an ORM call's record says beyond its arguments: the API, and what its object names."""
+    extra: dict[str, Any] = {semconv.API: "orm", semconv.CODE_FUNCTION_NAME: qualified}
+    collection = _collection_of(instance)
+    if collection:
+        extra[semconv.DB_COLLECTION_NAME] = collection
+    name = getattr(instance, "_name", None) if owner.name_attribute else None
+    if owner.name_attribute and name:
+        extra[owner.name_attribute] = [str(name)] if owner.name_is_list else str(name)
+    return extra

@@ -10,7 +10,7 @@ from typing import IO, Any
 from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 
-from milvus_audit.jsonl import EVENT_PREFIX, rfc3339
+from milvus_audit.export.jsonl import EVENT_PREFIX, rfc3339
 
 _SHOWN = (
     ("db.collection.name", "collection"),

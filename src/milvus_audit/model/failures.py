@@ -15,18 +15,19 @@ from dataclasses import dataclass
 import grpc
 
 from milvus_audit.exceptions import AccessBlocked, AuditUnavailable
+from milvus_audit.semconv import FailureReason
 
-AUTHENTICATION = "authentication"
-PERMISSION_DENIED = "permission_denied"
-NOT_FOUND = "not_found"
-INVALID_ARGUMENT = "invalid_argument"
-UNAVAILABLE = "unavailable"
-RESOURCE_EXHAUSTED = "resource_exhausted"
-TIMEOUT = "timeout"
-UNIMPLEMENTED = "unimplemented"
-SERVER_ERROR = "server_error"
-CLIENT_ERROR = "client_error"
-BLOCKED = "blocked"
+AUTHENTICATION = FailureReason.AUTHENTICATION
+PERMISSION_DENIED = FailureReason.PERMISSION_DENIED
+NOT_FOUND = FailureReason.NOT_FOUND
+INVALID_ARGUMENT = FailureReason.INVALID_ARGUMENT
+UNAVAILABLE = FailureReason.UNAVAILABLE
+RESOURCE_EXHAUSTED = FailureReason.RESOURCE_EXHAUSTED
+TIMEOUT = FailureReason.TIMEOUT
+UNIMPLEMENTED = FailureReason.UNIMPLEMENTED
+SERVER_ERROR = FailureReason.SERVER_ERROR
+CLIENT_ERROR = FailureReason.CLIENT_ERROR
+BLOCKED = FailureReason.BLOCKED
 
 
 _GRPC_REASONS: dict[grpc.StatusCode, str] = {

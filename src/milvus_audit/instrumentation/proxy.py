@@ -15,9 +15,11 @@ from typing import Any, NamedTuple
 
 import wrapt
 
-from milvus_audit.audit import INTERNAL_ERRORS, Auditor
-from milvus_audit.catalog import ITERATOR_METHODS, Category, Operation, lookup
-from milvus_audit.extract import PAGE_MEASURE, CallPlan
+from milvus_audit import semconv
+from milvus_audit.auditing.auditor import Auditor
+from milvus_audit.model.catalog import ITERATOR_METHODS, Category, Operation, Returns, lookup
+from milvus_audit.model.plan import PAGE_MEASURE, CallPlan
+from milvus_audit.runtime.diagnostics import INTERNAL_ERRORS
 
 
 class AuditedObject(wrapt.ObjectProxy):  # type: ignore[misc, type-arg]
@@ -89,39 +91,22 @@ def _after(target: Target, plan: CallPlan, args: tuple[Any, ...], kwargs: dict[s
     assert target.auditor is not None
     if plan.operation.switches_database and plan.database_slot is not None:
         target.auditor.set_database(str(plan.database_slot.get(args, kwargs) or ""))
-    if plan.operation.wraps_result and result is not None:
+    if plan.operation.returns is not Returns.PLAIN and result is not None:
         return wrap_result(target, plan, result, args, kwargs)
     return result
 
 
 def audited_method(name: str, plan: CallPlan, is_async: bool, resolve: Resolver = proxy_target) -> Callable[..., Any]:
-    """The one audited call path, for proxies and for instrumented pymilvus classes alike."""
-    after = plan.operation.switches_database or plan.operation.wraps_result
-
-    def start(target: Target, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        auditor = target.auditor
-        assert auditor is not None
-        if auditor.fail_closed:
-            auditor.refuse_unless_durable(plan, args, kwargs, target.extra)
-        if auditor.blocks:
-            auditor.refuse_if_blocked(plan, args, kwargs, target.extra)
-        return auditor.begin(plan, args, kwargs, target.extra)
+    """A method through the one call path, for proxies and for instrumented pymilvus classes alike."""
+    after = plan.operation.switches_database or plan.operation.returns is not Returns.PLAIN
 
     if is_async:
         async def async_method(self: Any, *args: Any, **kwargs: Any) -> Any:
             target = resolve(self, name)
             if target.auditor is None:
                 return await target.function(*args, **kwargs)
-            call = start(target, args, kwargs)
-            if call is None:
-                result = await target.function(*args, **kwargs)
-            else:
-                try:
-                    result = await target.function(*args, **kwargs)
-                except BaseException as exc:
-                    target.auditor.finish(call, None, exc)
-                    raise
-                target.auditor.finish(call, result, None)
+            with target.auditor.call(plan, args, kwargs, target.extra) as call:
+                result = call.returned(await target.function(*args, **kwargs))
             return _after(target, plan, args, kwargs, result) if after else result
 
         async_method.__name__ = name
@@ -131,16 +116,8 @@ def audited_method(name: str, plan: CallPlan, is_async: bool, resolve: Resolver 
         target = resolve(self, name)
         if target.auditor is None:
             return target.function(*args, **kwargs)
-        call = start(target, args, kwargs)
-        if call is None:
-            result = target.function(*args, **kwargs)
-        else:
-            try:
-                result = target.function(*args, **kwargs)
-            except BaseException as exc:
-                target.auditor.finish(call, None, exc)
-                raise
-            target.auditor.finish(call, result, None)
+        with target.auditor.call(plan, args, kwargs, target.extra) as call:
+            result = call.returned(target.function(*args, **kwargs))
         return _after(target, plan, args, kwargs, result) if after else result
 
     method.__name__ = name
@@ -218,41 +195,22 @@ def iterator_class(iterator_type: type, operation: Operation) -> type[AuditedObj
 
 
 def _page_wrapper(name: str, plan: CallPlan, is_async: bool) -> Callable[..., Any]:
-    def start(self: AuditedObject) -> Any:
-        if self._self_auditor.fail_closed:
-            self._self_auditor.refuse_unless_durable(plan, (), {}, self._self_extra)
-        if self._self_auditor.blocks:
-            self._self_auditor.refuse_if_blocked(plan, (), {}, self._self_extra)
+    """An iterator's page fetch through the call path; each page is one audited call."""
+    def page_extra(self: AuditedObject) -> dict[str, Any]:
         self._self_pages += 1
         extra = dict(self._self_extra or {})
-        extra["milvus_audit.iterator.page"] = self._self_pages
-        return self._self_auditor.begin(plan, (), {}, extra)
+        extra[semconv.ITERATOR_PAGE] = self._self_pages
+        return extra
 
     if is_async:
         async def anext_page(self: AuditedObject, *args: Any, **kwargs: Any) -> Any:
-            call = start(self)
-            try:
-                page = await getattr(self.__wrapped__, name)(*args, **kwargs)
-            except BaseException as exc:
-                if call is not None:
-                    self._self_auditor.finish(call, None, exc)
-                raise
-            if call is not None:
-                self._self_auditor.finish(call, page, None, PAGE_MEASURE)
-            return page
+            with self._self_auditor.call(plan, (), {}, page_extra(self), PAGE_MEASURE) as call:
+                return call.returned(await getattr(self.__wrapped__, name)(*args, **kwargs))
         return anext_page
 
     def next_page(self: AuditedObject, *args: Any, **kwargs: Any) -> Any:
-        call = start(self)
-        try:
-            page = getattr(self.__wrapped__, name)(*args, **kwargs)
-        except BaseException as exc:
-            if call is not None:
-                self._self_auditor.finish(call, None, exc)
-            raise
-        if call is not None:
-            self._self_auditor.finish(call, page, None, PAGE_MEASURE)
-        return page
+        with self._self_auditor.call(plan, (), {}, page_extra(self), PAGE_MEASURE) as call:
+            return call.returned(getattr(self.__wrapped__, name)(*args, **kwargs))
     return next_page
 
 
@@ -263,15 +221,21 @@ def wrap_result(target: Target, plan: CallPlan, result: Any, args: tuple[Any, ..
     assert auditor is not None
     try:
         extra = dict(target.extra or {})
-        if operation.category is Category.CONNECTION:  # session()
+        if operation.returns is Returns.SESSION:
             cluster = getattr(result, "_cluster_id", None)
             if cluster:
-                extra["milvus_audit.session.cluster_id"] = str(cluster)
+                extra[semconv.SESSION_CLUSTER_ID] = str(cluster)
             return _session_class(type(result), target.client_type)(result, auditor, extra)
-        if hasattr(result, "next"):
-            # Every page carries the iterator call's own request attributes.
-            auditor.request_attributes(plan, args, kwargs, extra)
-            return iterator_class(type(result), operation)(result, auditor, extra)
+        if operation.returns is Returns.ITERATOR:
+            return wrap_iterator(auditor, plan, result, args, kwargs, extra)
     except Exception as exc:
         INTERNAL_ERRORS.report("wrap " + operation.name, exc)
     return result
+
+
+def wrap_iterator(auditor: Auditor, plan: CallPlan, result: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+                  extra: dict[str, Any]) -> Any:
+    """An audited iterator: every page carries the iterator call's own request attributes."""
+    attributes = dict(extra)
+    auditor.request_attributes(plan, args, kwargs, attributes)
+    return iterator_class(type(result), plan.operation)(result, auditor, attributes)

@@ -1,18 +1,18 @@
 """Renders docs/events.md from the catalog, so the docs cannot drift from the code.
 
-Regenerate with `python -m milvus_audit.catalog_docs > docs/events.md`; a test fails
+Regenerate with `python -m milvus_audit.model.catalog_docs > docs/events.md`; a test fails
 when the file is stale.
 """
 
 from __future__ import annotations
 
-from milvus_audit.catalog import ORM, Action, Category, Operation, operations
-from milvus_audit.extract import _SHAPE_FIELDS, FILTER_SHAPES
+from milvus_audit.model.catalog import ORM, Action, Category, Operation, operations
+from milvus_audit.model.plan import _SHAPE_FIELDS, FILTER_SHAPES
 
 HEADER = """# Audit events
 
 Generated from the operation catalog (`src/milvus_audit/catalog.py`) by
-`python -m milvus_audit.catalog_docs`. Do not edit by hand.
+`python -m milvus_audit.model.catalog_docs`. Do not edit by hand.
 
 Every audited call emits one log record with `event_name="milvus.audit"` (INFO on
 success, WARN on failure), one CLIENT span named `"{operation} {collection}"`, and the

@@ -14,17 +14,7 @@ import enum
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
-
-class Category(str, enum.Enum):
-    CONNECTION = "connection"
-    DATA_READ = "data_read"
-    DATA_WRITE = "data_write"
-    SCHEMA = "schema"
-    DATABASE = "database"
-    RBAC = "rbac"
-    RESOURCE = "resource"
-    MAINTENANCE = "maintenance"
-    OTHER = "other"
+from milvus_audit.semconv import Category as Category  # re-exported: the catalog names categories
 
 
 class Action(str, enum.Enum):
@@ -42,6 +32,14 @@ class Action(str, enum.Enum):
     ROLE_REVOKE = "role_revoke"
     PRIVILEGE_GRANT = "privilege_grant"
     PRIVILEGE_REVOKE = "privilege_revoke"
+
+
+class Returns(str, enum.Enum):
+    """What a call returns, as far as auditing cares: sessions and iterators make server calls too."""
+
+    PLAIN = "plain"
+    SESSION = "session"  # a client pinned to a cluster; its calls are audited
+    ITERATOR = "iterator"  # pages fetched by `next()`; each page is audited
 
 
 class Shape(str, enum.Enum):
@@ -77,7 +75,7 @@ class Operation:
     privilege_group: str | None = None
     secrets: tuple[str, ...] = ()
     switches_database: bool = False
-    wraps_result: bool = False  # returns a session/iterator whose calls are audited too
+    returns: Returns = Returns.PLAIN
     action: Action = Action.NONE
     summary: str = ""
     extra_params: Mapping[str, str] = field(default_factory=dict)
@@ -87,8 +85,6 @@ _C = "collection_name"
 
 
 def _op(name: str, category: Category, summary: str, **kw: object) -> Operation:
-    if "action" not in kw and kw.get("mutating") and name.startswith("create_"):
-        kw["action"] = Action.CREATE
     return Operation(name=name, category=category, summary=summary, **kw)  # type: ignore[arg-type]
 
 
@@ -105,7 +101,7 @@ _ENTRIES: tuple[Operation, ...] = (
         action=Action.LOGON),
     _op("close", CONN, "Closes the client's connection.", database=None, action=Action.LOGOFF),
     _op("session", CONN, "Opens a session pinned to a cluster; its calls are audited.",
-        database=None, wraps_result=True),
+        database=None, returns=Returns.SESSION),
     _op("get_server_version", CONN, "Reads the server version."),
     _op("get_server_type", CONN, "Reads the server type.", database=None),
     _op("use_database", CONN, "Switches the client's current database.", switches_database=True),
@@ -116,9 +112,9 @@ _ENTRIES: tuple[Operation, ...] = (
     _op("query", R, "Scalar query by filter or ids.", shape=Shape.QUERY, collection=_C),
     _op("get", R, "Reads rows by primary key.", shape=Shape.GET, collection=_C),
     _op("query_iterator", R, "Pages through rows matching a filter; every page is audited.",
-        shape=Shape.ITERATOR, collection=_C, wraps_result=True),
+        shape=Shape.ITERATOR, collection=_C, returns=Returns.ITERATOR),
     _op("search_iterator", R, "Pages through search hits; every page is audited.",
-        shape=Shape.ITERATOR, collection=_C, wraps_result=True),
+        shape=Shape.ITERATOR, collection=_C, returns=Returns.ITERATOR),
     _op("run_analyzer", R, "Runs a text analyzer on the server.", collection=_C),
     # --- data writes ------------------------------------------------------------
     _op("insert", W, "Inserts rows.", mutating=True, shape=Shape.WRITE, collection=_C),
@@ -127,7 +123,7 @@ _ENTRIES: tuple[Operation, ...] = (
     _op("truncate_collection", W, "Removes every row of a collection.", mutating=True, collection=_C,
         action=Action.DESTROY),
     # --- schema -----------------------------------------------------------------
-    _op("create_collection", S, "Creates a collection.", mutating=True, collection=_C),
+    _op("create_collection", S, "Creates a collection.", mutating=True, collection=_C, action=Action.CREATE),
     _op("drop_collection", S, "Drops a collection and its data.", mutating=True, collection=_C, action=Action.DESTROY),
     _op("rename_collection", S, "Renames a collection.", mutating=True, collection="old_name",
         extra_params={"new_name": "milvus_audit.new_name", "target_db": "milvus_audit.target_db"}),
@@ -146,24 +142,24 @@ _ENTRIES: tuple[Operation, ...] = (
     _op("drop_collection_function", S, "Drops a collection function.", mutating=True, collection=_C),
     _op("add_function_field", S, "Adds a function output field.", mutating=True, collection=_C),
     _op("drop_function_field", S, "Drops a function output field.", mutating=True, collection=_C),
-    _op("create_partition", S, "Creates a partition.", mutating=True, collection=_C),
+    _op("create_partition", S, "Creates a partition.", mutating=True, collection=_C, action=Action.CREATE),
     _op("drop_partition", S, "Drops a partition and its data.", mutating=True, collection=_C, action=Action.DESTROY),
     _op("has_partition", S, "Checks whether a partition exists.", collection=_C),
     _op("list_partitions", S, "Lists a collection's partitions.", collection=_C),
     _op("get_partition_stats", S, "Reads a partition's row count.", collection=_C),
-    _op("create_alias", S, "Creates a collection alias.", mutating=True, collection=_C),
+    _op("create_alias", S, "Creates a collection alias.", mutating=True, collection=_C, action=Action.CREATE),
     _op("alter_alias", S, "Points an alias at another collection.", mutating=True, collection=_C),
     _op("drop_alias", S, "Drops a collection alias.", mutating=True),
     _op("describe_alias", S, "Describes an alias."),
     _op("list_aliases", S, "Lists aliases.", collection=_C),
-    _op("create_index", S, "Builds an index.", mutating=True, collection=_C),
+    _op("create_index", S, "Builds an index.", mutating=True, collection=_C, action=Action.CREATE),
     _op("drop_index", S, "Drops an index.", mutating=True, collection=_C),
     _op("describe_index", S, "Describes an index.", collection=_C),
     _op("list_indexes", S, "Lists a collection's indexes.", collection=_C),
     _op("alter_index_properties", S, "Changes index properties.", mutating=True, collection=_C),
     _op("drop_index_properties", S, "Removes index properties.", mutating=True, collection=_C),
     # --- database ---------------------------------------------------------------
-    _op("create_database", D, "Creates a database.", mutating=True),
+    _op("create_database", D, "Creates a database.", mutating=True, action=Action.CREATE),
     _op("drop_database", D, "Drops a database.", mutating=True, action=Action.DESTROY),
     _op("list_databases", D, "Lists databases.", database=None),
     _op("describe_database", D, "Describes a database."),
@@ -178,7 +174,7 @@ _ENTRIES: tuple[Operation, ...] = (
     _op("update_user", A, "Changes a user's description.", mutating=True, target_user="user_name"),
     _op("describe_user", A, "Describes a user and its roles.", target_user="user_name"),
     _op("list_users", A, "Lists users."),
-    _op("create_role", A, "Creates a role.", mutating=True, target_role="role_name"),
+    _op("create_role", A, "Creates a role.", mutating=True, target_role="role_name", action=Action.CREATE),
     _op("drop_role", A, "Drops a role.", mutating=True, target_role="role_name"),
     _op("alter_role", A, "Changes a role's description.", mutating=True, target_role="role_name"),
     _op("describe_role", A, "Describes a role's privileges.", target_role="role_name"),
@@ -200,7 +196,7 @@ _ENTRIES: tuple[Operation, ...] = (
         target_role="role_name", privilege="privilege", object_name=_C,
         fixed_object_type="Collection", action=Action.PRIVILEGE_REVOKE),
     _op("create_privilege_group", A, "Creates a privilege group.", mutating=True,
-        privilege_group="group_name"),
+        privilege_group="group_name", action=Action.CREATE),
     _op("drop_privilege_group", A, "Drops a privilege group.", mutating=True,
         privilege_group="group_name"),
     _op("list_privilege_groups", A, "Lists privilege groups."),
@@ -215,7 +211,7 @@ _ENTRIES: tuple[Operation, ...] = (
     _op("release_partitions", RES, "Releases partitions from memory.", mutating=True, collection=_C),
     _op("refresh_load", RES, "Refreshes a loaded collection.", mutating=True, collection=_C),
     _op("get_load_state", RES, "Reads a collection's load state.", collection=_C),
-    _op("create_resource_group", RES, "Creates a resource group.", mutating=True),
+    _op("create_resource_group", RES, "Creates a resource group.", mutating=True, action=Action.CREATE),
     _op("drop_resource_group", RES, "Drops a resource group.", mutating=True),
     _op("update_resource_groups", RES, "Reconfigures resource groups.", mutating=True),
     _op("describe_resource_group", RES, "Describes a resource group."),
@@ -237,7 +233,7 @@ _ENTRIES: tuple[Operation, ...] = (
     _op("list_segments", M, "Lists a collection's loaded segments.", collection=_C),
     _op("list_loaded_segments", M, "Lists a collection's loaded segments.", collection=_C),
     _op("list_persistent_segments", M, "Lists a collection's persisted segments.", collection=_C),
-    _op("create_snapshot", M, "Creates a collection snapshot.", mutating=True, collection=_C),
+    _op("create_snapshot", M, "Creates a collection snapshot.", mutating=True, collection=_C, action=Action.CREATE),
     _op("drop_snapshot", M, "Drops a collection snapshot.", mutating=True, collection=_C),
     _op("describe_snapshot", M, "Describes a snapshot.", collection=_C),
     _op("list_snapshots", M, "Lists snapshots.", collection=_C),
@@ -299,6 +295,26 @@ class OrmEntry:
     operation: str | None  # None: local, no server call
     renames: Mapping[str, str] = field(default_factory=dict)
     with_param: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OrmOwner:
+    """What an ORM object says about its calls: the attribute its own `_name` fills, if any."""
+
+    name_attribute: str | None = None
+    name_is_list: bool = False
+
+
+ORM_OWNERS: Mapping[str, OrmOwner] = {
+    "connections": OrmOwner(),
+    "utility": OrmOwner(),
+    "Collection": OrmOwner(),  # the collection name comes from the object itself
+    "Index": OrmOwner(),
+    "Partition": OrmOwner("db.milvus.partition_names", name_is_list=True),
+    "Role": OrmOwner("milvus_audit.target.role"),
+}
+# The parameters that name an ORM call's connection alias, in order of preference.
+ORM_ALIAS_PARAMS = ("using", "alias")
 
 
 _ORM_FILTER = {"filter": "expr"}

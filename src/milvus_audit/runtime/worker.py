@@ -28,6 +28,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from milvus_audit.runtime.diagnostics import INTERNAL_ERRORS
+
 _CHUNK = 64  # calls run per hold of the drain lock
 
 
@@ -78,8 +80,6 @@ class Background:
                     try:
                         function(*args)
                     except Exception as exc:  # never reaches the application, nor stops the worker
-                        from milvus_audit.audit import INTERNAL_ERRORS
-
                         INTERNAL_ERRORS.report(f"background {getattr(function, '__qualname__', function)}", exc)
 
     def _start(self) -> None:

@@ -9,9 +9,10 @@ the current request is for; contextvars carry it across threads (via
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from types import MappingProxyType
+from typing import Any
 
 _ENDUSER: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar(
     "milvus_audit_enduser", default=None
@@ -36,3 +37,19 @@ def enduser(user_id: str, **attributes: object) -> Iterator[None]:
 
 def current_enduser() -> Mapping[str, str] | None:
     return _ENDUSER.get()
+
+
+# Set while an instrumented pymilvus call runs: calls it makes on itself (create_collection
+# calls create_index) are part of it, not records of their own.
+IN_AUDITED_CALL: contextvars.ContextVar[bool] = contextvars.ContextVar("milvus_audit_in_call", default=False)
+
+
+def flagged(flag: contextvars.ContextVar[bool], function: Callable[..., Any]) -> Callable[..., Any]:
+    """`function`, run with `flag` set: how nested pymilvus calls know what they are part of."""
+    def call(*args: Any, **kwargs: Any) -> Any:
+        token = flag.set(True)
+        try:
+            return function(*args, **kwargs)
+        finally:
+            flag.reset(token)
+    return call

@@ -28,12 +28,12 @@ from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-from milvus_audit.background import flush as flush_background
 from milvus_audit.config import AuditConfig
-from milvus_audit.console import ConsoleExporter
-from milvus_audit.formats import FORMATTERS
-from milvus_audit.jsonl import JsonlExporter, JsonlProcessor
-from milvus_audit.spool import FsyncPolicy, OnFull, Spool, SpoolProcessor, spool_metrics
+from milvus_audit.export.console import ConsoleExporter
+from milvus_audit.export.formats import FORMATTERS
+from milvus_audit.export.jsonl import JsonlExporter, JsonlProcessor
+from milvus_audit.export.spool import FsyncPolicy, OnFull, Spool, SpoolProcessor, spool_metrics
+from milvus_audit.runtime.worker import flush as flush_background
 
 log = logging.getLogger("milvus_audit")
 
@@ -74,7 +74,7 @@ class AuditPipeline:
         return ok
 
     def shutdown(self) -> None:
-        from milvus_audit.integrity import close_streams
+        from milvus_audit.integrity.chain import close_streams
 
         close_streams()
         flush_background()

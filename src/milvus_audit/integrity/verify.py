@@ -18,7 +18,8 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from milvus_audit.integrity import (
+from milvus_audit.export.jsonl import read_jsonl
+from milvus_audit.integrity.chain import (
     CHAIN,
     CHECKPOINT_EVENT,
     FINAL,
@@ -31,7 +32,6 @@ from milvus_audit.integrity import (
     checkpoint_message,
     link,
 )
-from milvus_audit.jsonl import read_jsonl
 
 
 @dataclass

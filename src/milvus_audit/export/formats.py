@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from milvus_audit._version import __version__
-from milvus_audit.catalog import Action, Category, Operation, Shape, lookup
-from milvus_audit.jsonl import parse_rfc3339
+from milvus_audit.export.jsonl import parse_rfc3339
+from milvus_audit.model.catalog import Action, Category, Operation, Shape, lookup
 
 OCSF_VERSION = "1.5.0"
 PRODUCT = {"name": "milvus-audit", "vendor_name": "milvus-audit", "version": __version__}

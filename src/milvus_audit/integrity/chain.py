@@ -29,7 +29,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from milvus_audit.jsonl import rfc3339
+from milvus_audit.export.jsonl import rfc3339
 
 STREAM = "milvus_audit.stream"
 SEQ = "milvus_audit.seq"

@@ -1,0 +1,132 @@
+"""Every name milvus-audit exports: event names, attribute names, outcomes, failure reasons, severities.
+
+These are contracts read by collectors, SIEM rules and tests outside this repository;
+change none of them. Where an OpenTelemetry semantic convention exists (`db.*`,
+`server.*`, `user.*`, `enduser.*`, `error.type`) it is used as is; the rest live under
+`milvus_audit.*`.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Final
+
+# -- event names (`LogRecord.event_name`) ----------------------------------------------
+AUDIT_EVENT: Final = "milvus.audit"
+ALERT_EVENT: Final = "milvus.alert"
+RESPONSE_EVENT: Final = "milvus.response"
+CHECKPOINT_EVENT: Final = "milvus.audit.checkpoint"
+GAP_EVENT: Final = "milvus.audit.gap"
+EVENT_PREFIX: Final = "milvus."
+
+# -- severities (`severity_text`) -----------------------------------------------------
+INFO: Final = "INFO"
+WARN: Final = "WARN"
+ERROR: Final = "ERROR"
+FATAL: Final = "FATAL"
+ALERT_SEVERITIES: Final = ("low", "medium", "high", "critical")
+ALERT_SEVERITY_TEXT: Final = {"low": INFO, "medium": WARN, "high": ERROR, "critical": FATAL}
+
+# -- outcomes (`milvus_audit.outcome`) ------------------------------------------------
+SUCCESS: Final = "success"
+FAILURE: Final = "failure"
+
+
+class Category(str, enum.Enum):
+    """`milvus_audit.category`: what kind of call an operation is."""
+
+    CONNECTION = "connection"
+    DATA_READ = "data_read"
+    DATA_WRITE = "data_write"
+    SCHEMA = "schema"
+    DATABASE = "database"
+    RBAC = "rbac"
+    RESOURCE = "resource"
+    MAINTENANCE = "maintenance"
+    OTHER = "other"
+
+
+class FailureReason:
+    """`milvus_audit.failure_reason`: the fixed set of reasons a call fails for."""
+
+    AUTHENTICATION: Final = "authentication"
+    PERMISSION_DENIED: Final = "permission_denied"
+    NOT_FOUND: Final = "not_found"
+    INVALID_ARGUMENT: Final = "invalid_argument"
+    UNAVAILABLE: Final = "unavailable"
+    RESOURCE_EXHAUSTED: Final = "resource_exhausted"
+    TIMEOUT: Final = "timeout"
+    UNIMPLEMENTED: Final = "unimplemented"
+    SERVER_ERROR: Final = "server_error"
+    CLIENT_ERROR: Final = "client_error"
+    BLOCKED: Final = "blocked"
+
+
+# -- attributes: OpenTelemetry semantic conventions ---------------------------------------
+DB_SYSTEM_NAME: Final = "db.system.name"
+DB_OPERATION_NAME: Final = "db.operation.name"
+DB_COLLECTION_NAME: Final = "db.collection.name"
+DB_NAMESPACE: Final = "db.namespace"
+DB_QUERY_TEXT: Final = "db.query.text"
+DB_RESPONSE_STATUS_CODE: Final = "db.response.status_code"
+DB_RESPONSE_RETURNED_ROWS: Final = "db.response.returned_rows"
+DB_OPERATION_BATCH_SIZE: Final = "db.operation.batch.size"
+SERVER_ADDRESS: Final = "server.address"
+SERVER_PORT: Final = "server.port"
+CLIENT_ADDRESS: Final = "client.address"
+HOST_NAME: Final = "host.name"
+USER_NAME: Final = "user.name"
+ENDUSER_ID: Final = "enduser.id"
+ERROR_TYPE: Final = "error.type"
+CODE_FUNCTION_NAME: Final = "code.function.name"
+
+# -- attributes: Milvus request shape (db.milvus.*) ------------------------------------
+DB_MILVUS_NQ: Final = "db.milvus.nq"
+DB_MILVUS_LIMIT: Final = "db.milvus.limit"
+DB_MILVUS_IDS: Final = "db.milvus.ids"
+DB_MILVUS_PARTITION_NAMES: Final = "db.milvus.partition_names"
+DB_MILVUS_OUTPUT_FIELDS: Final = "db.milvus.output_fields"
+
+# -- attributes: milvus_audit.* ---------------------------------------------------------
+OUTCOME: Final = "milvus_audit.outcome"
+FAILURE_REASON: Final = "milvus_audit.failure_reason"
+CATEGORY: Final = "milvus_audit.category"
+MUTATING: Final = "milvus_audit.mutating"
+DURATION_MS: Final = "milvus_audit.duration_ms"
+ERROR_MESSAGE: Final = "milvus_audit.error.message"
+MISSING_PRIVILEGE: Final = "milvus_audit.missing_privilege"
+AFFECTED_ROWS: Final = "milvus_audit.affected_rows"
+API: Final = "milvus_audit.api"
+TLS: Final = "milvus_audit.tls"
+AUTH_METHOD: Final = "milvus_audit.auth.method"
+AUTH_CREDENTIAL_ID: Final = "milvus_audit.auth.credential_id"
+TARGET_USER: Final = "milvus_audit.target.user"
+TARGET_ROLE: Final = "milvus_audit.target.role"
+PRIVILEGE: Final = "milvus_audit.privilege"
+OBJECT_TYPE: Final = "milvus_audit.object_type"
+OBJECT_NAME: Final = "milvus_audit.object_name"
+ITERATOR_PAGE: Final = "milvus_audit.iterator.page"
+SESSION_CLUSTER_ID: Final = "milvus_audit.session.cluster_id"
+STREAM: Final = "milvus_audit.stream"
+SEQ: Final = "milvus_audit.seq"
+
+ALERT_ID: Final = "milvus_audit.alert.id"
+ALERT_RULE: Final = "milvus_audit.alert.rule"
+ALERT_SEVERITY: Final = "milvus_audit.alert.severity"
+ALERT_SUMMARY: Final = "milvus_audit.alert.summary"
+ALERT_PRINCIPAL: Final = "milvus_audit.alert.principal"
+ALERT_COUNT: Final = "milvus_audit.alert.count"
+ALERT_THRESHOLD: Final = "milvus_audit.alert.threshold"
+ALERT_WINDOW_S: Final = "milvus_audit.alert.window_s"
+ALERT_ATTACK: Final = "milvus_audit.alert.attack"
+ALERT_EVENTS: Final = "milvus_audit.alert.events"
+ALERT_SUPPRESSED: Final = "milvus_audit.alert.suppressed"
+
+RESPONSE_ACTION: Final = "milvus_audit.response.action"
+RESPONSE_TARGET: Final = "milvus_audit.response.target"
+RESPONSE_OUTCOME: Final = "milvus_audit.response.outcome"
+RESPONSE_DRY_RUN: Final = "milvus_audit.response.dry_run"
+RESPONSE_ERROR: Final = "milvus_audit.response.error"
+
+# Who a call is attributed to, most specific first (detection's principal).
+PRINCIPAL_KEYS: Final = (ENDUSER_ID, USER_NAME, AUTH_CREDENTIAL_ID)
