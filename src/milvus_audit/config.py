@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
-if TYPE_CHECKING:
+from milvus_audit.exceptions import ConfigError
+
+if TYPE_CHECKING:  # type-only: these layers sit above config and are never imported from here at run time
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from opentelemetry._logs import LoggerProvider
     from opentelemetry.metrics import MeterProvider
     from opentelemetry.trace import TracerProvider
+
+    from milvus_audit.auditing.gates import Durable
+    from milvus_audit.detect.engine import Alert
+    from milvus_audit.detect.rules import Rules
+    from milvus_audit.respond.playbook import Playbook
+
+AlertCallback = Callable[["Alert"], object]
 
 CaptureFilters = Literal["sanitized", "raw", "none"]
 _CAPTURE_FILTERS = ("sanitized", "raw", "none")
@@ -52,12 +63,12 @@ class AuditConfig:
     meter_provider: MeterProvider | None = None
     capture_filters: CaptureFilters = "sanitized"
     credential_key: bytes | str | None = None
-    detection: Any = None
-    on_alert: Callable[[Any], None] | Sequence[Callable[[Any], None]] = field(default_factory=tuple)
+    detection: bool | str | os.PathLike[str] | Rules | None = None
+    on_alert: AlertCallback | Sequence[AlertCallback] = field(default_factory=tuple)
     clock: Callable[[], float] | None = None
-    playbooks: Sequence[Any] = field(default_factory=tuple)
+    playbooks: Sequence[Playbook] = field(default_factory=tuple)
     integrity_key: bytes | str | None = None
-    signing_key: Any = None
+    signing_key: Ed25519PrivateKey | str | os.PathLike[str] | None = None
     checkpoint_every: int = 1000
     checkpoint_interval_s: float = 60.0
     fail_closed: bool = False
@@ -65,20 +76,48 @@ class AuditConfig:
     _runtime: object = field(default=None, init=False, repr=False, compare=False)
     # The spools whose health fail-closed mode checks: set by `AuditPipeline.audit_config()`;
     # None means every spool `configure()` set up in this process.
-    durable_spools: list[Any] | None = field(default=None, init=False, repr=False, compare=False)
+    durable_spools: list[Durable] | None = field(default=None, init=False, repr=False, compare=False)
 
-    def alert_callbacks(self) -> list[Callable[[Any], None]]:
+    def alert_callbacks(self) -> list[AlertCallback]:
         """`on_alert` as a list: one callable or a sequence of them."""
         if callable(self.on_alert):
             return [self.on_alert]
         return list(self.on_alert)
 
     def __post_init__(self) -> None:
+        """A configuration mistake fails here, loudly, never later as a silent internal error."""
         if self.playbooks and not self.detection:
-            raise ValueError("AuditConfig(playbooks=...) needs detection: playbooks answer alerts, "
-                             "set AuditConfig(detection=True) (or a rules file)")
+            raise ConfigError("AuditConfig(playbooks=...) needs detection: playbooks answer alerts, "
+                              "set AuditConfig(detection=True) (or a rules file)")
         if self.capture_filters not in _CAPTURE_FILTERS:
-            raise ValueError(
-                f"AuditConfig.capture_filters must be one of {_CAPTURE_FILTERS}, "
-                f"not {self.capture_filters!r}"
-            )
+            raise ConfigError(f"AuditConfig.capture_filters must be one of {_CAPTURE_FILTERS}, "
+                              f"not {self.capture_filters!r}")
+        if not callable(self.on_alert):
+            if isinstance(self.on_alert, (str, bytes)) or not isinstance(self.on_alert, Sequence):
+                raise ConfigError("AuditConfig.on_alert takes a callable or a list of callables, "
+                                  f"not {type(self.on_alert).__name__}")
+            for callback in self.on_alert:
+                if not callable(callback):
+                    raise ConfigError(f"AuditConfig.on_alert: {callback!r} is not callable")
+        if isinstance(self.playbooks, (str, bytes)) or not isinstance(self.playbooks, Sequence):
+            raise ConfigError(f"AuditConfig.playbooks takes a list of Playbook, not {type(self.playbooks).__name__}")
+        for playbook in self.playbooks:
+            if not (hasattr(playbook, "matches") and hasattr(playbook, "actions")):
+                raise ConfigError(f"AuditConfig.playbooks: {playbook!r} is not a milvus_audit.respond.Playbook")
+        if self.detection is not None and not isinstance(self.detection, (bool, str, os.PathLike)) \
+                and not hasattr(self.detection, "settings"):
+            raise ConfigError("AuditConfig.detection takes True, a milvus_audit.detect.Rules or a YAML path, "
+                              f"not {type(self.detection).__name__}")
+        if self.clock is not None and not callable(self.clock):
+            raise ConfigError(f"AuditConfig.clock must be a callable returning seconds, not {self.clock!r}")
+        for name in ("checkpoint_every", "checkpoint_interval_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ConfigError(f"AuditConfig.{name} must be a positive number, not {value!r}")
+        for name in ("fail_closed",):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"AuditConfig.{name} must be True or False, not {getattr(self, name)!r}")
+        for name in ("integrity_key", "credential_key"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), (bytes, str)):
+                raise ConfigError(f"AuditConfig.{name} takes bytes or a hex string, "
+                                  f"not {type(getattr(self, name)).__name__}")

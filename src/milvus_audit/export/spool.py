@@ -34,6 +34,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from milvus_audit._version import __version__
 from milvus_audit.export.jsonl import EVENT_PREFIX, parse_rfc3339, rfc3339, to_otel_json
+from milvus_audit.runtime.worker import background_thread
 
 log = logging.getLogger("milvus_audit")
 
@@ -342,7 +343,7 @@ class SpoolProcessor(LogRecordProcessor):
         self.failed_exports = 0
         self._sleep = sleep
         self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="milvus-audit-spool", daemon=True)
+        self._thread = background_thread(self._run, "milvus-audit-spool")
         self._thread.start()
         _SPOOLS.append(spool)
 

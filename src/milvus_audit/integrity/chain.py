@@ -13,7 +13,6 @@ record, cutting the file short, or forging a checkpoint is then detectable by
 
 from __future__ import annotations
 
-import atexit
 import base64
 import hashlib
 import hmac
@@ -30,6 +29,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from milvus_audit.export.jsonl import rfc3339
+from milvus_audit.runtime.worker import LIFECYCLE, Stage
 
 STREAM = "milvus_audit.stream"
 SEQ = "milvus_audit.seq"
@@ -75,7 +75,7 @@ def integrity_key(configured: bytes | str | None) -> bytes | None:
     return bytes.fromhex(env) if env else None
 
 
-def load_signing_key(configured: Ed25519PrivateKey | str | Path | None = None) -> Ed25519PrivateKey | None:
+def load_signing_key(configured: Ed25519PrivateKey | str | os.PathLike[str] | None = None) -> Ed25519PrivateKey | None:
     """The checkpoint signing key: an object, a PEM file, or the environment (hex or file)."""
     if isinstance(configured, Ed25519PrivateKey):
         return configured
@@ -172,7 +172,7 @@ def chain_for(key: bytes, signing_key: Ed25519PrivateKey | None, **options: Any)
         chain = _CHAINS.get((key, public))
         if chain is None:
             chain = _CHAINS[(key, public)] = Chain(key, signing_key, **options)
-            atexit.register(chain.close)  # registered after the providers exist, so it runs before they shut down
+            LIFECYCLE.arm_at_exit()  # after the providers exist, so the drain runs before they shut down
         return chain
 
 
@@ -182,3 +182,6 @@ def close_streams() -> None:
         chains = list(_CHAINS.values())
     for chain in chains:
         chain.close()
+
+
+LIFECYCLE.register(Stage.SEAL, lambda _seconds_left: close_streams())

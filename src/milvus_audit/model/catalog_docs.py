@@ -11,7 +11,7 @@ from milvus_audit.model.plan import _SHAPE_FIELDS, FILTER_SHAPES
 
 HEADER = """# Audit events
 
-Generated from the operation catalog (`src/milvus_audit/catalog.py`) by
+Generated from the operation catalog (`src/milvus_audit/model/catalog.py`) by
 `python -m milvus_audit.model.catalog_docs`. Do not edit by hand.
 
 Every audited call emits one log record with `event_name="milvus.audit"` (INFO on

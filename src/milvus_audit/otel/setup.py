@@ -33,7 +33,7 @@ from milvus_audit.export.console import ConsoleExporter
 from milvus_audit.export.formats import FORMATTERS
 from milvus_audit.export.jsonl import JsonlExporter, JsonlProcessor
 from milvus_audit.export.spool import FsyncPolicy, OnFull, Spool, SpoolProcessor, spool_metrics
-from milvus_audit.runtime.worker import flush as flush_background
+from milvus_audit.runtime.worker import LIFECYCLE, Stage
 
 log = logging.getLogger("milvus_audit")
 
@@ -66,18 +66,18 @@ class AuditPipeline:
         return config
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        flush_background()
+        """Run the calls' deferred work (detection, alerts), then flush every provider."""
+        LIFECYCLE.drain(until=Stage.CALLS, timeout_s=timeout_millis / 1000)
         ok = True
         for provider in (self.tracer_provider, self.logger_provider, self.meter_provider):
             if provider is not None:
                 ok = bool(provider.force_flush(timeout_millis)) and ok
         return ok
 
-    def shutdown(self) -> None:
-        from milvus_audit.integrity.chain import close_streams
-
-        close_streams()
-        flush_background()
+    def shutdown(self, timeout_s: float = 10.0) -> None:
+        """Shut down in order: the calls' work, then responses in flight (up to `timeout_s`,
+        the rest recorded as abandoned), then each chain's final checkpoint, then the exporters."""
+        LIFECYCLE.drain(timeout_s=timeout_s)
         for provider in (self.tracer_provider, self.logger_provider, self.meter_provider):
             if provider is not None:
                 provider.shutdown()

@@ -45,6 +45,8 @@ class ResponseContext:
 
     def record(self, action: str, alert: Alert, target: str, outcome: str, *, dry_run: bool = False,
                error: str = "", extra: dict[str, Any] | None = None) -> None:
+        if self.worker.closed and outcome != "abandoned":
+            return  # shutdown already recorded this response as abandoned
         attributes: dict[str, Any] = {
             "milvus_audit.response.action": action,
             "milvus_audit.response.target": target,
@@ -88,7 +90,10 @@ class Webhook:
             context.record(self.name, alert, self.url, "success" if ok else "failure", error=error,
                            extra={"milvus_audit.response.attempts": attempts})
 
-        if not context.worker.submit(deliver):
+        def abandon() -> None:
+            context.record(self.name, alert, self.url, "abandoned", error="shutdown before delivery")
+
+        if not context.worker.submit(deliver, abandon):
             context.record_queue_full(self.name, alert, self.url)
 
 
@@ -159,7 +164,11 @@ class Revoke:
             context.record(self.name, alert, f"user:{user}", "refused", dry_run=self.dry_run,
                            error="protected or allowlisted user")
             return
-        if not context.worker.submit(lambda: self._revoke(str(user), alert, context)):
+        def abandon() -> None:
+            context.record(self.name, alert, f"user:{user}", "abandoned", dry_run=self.dry_run,
+                           error="shutdown before revocation")
+
+        if not context.worker.submit(lambda: self._revoke(str(user), alert, context), abandon):
             context.record_queue_full(self.name, alert, f"user:{user}")
 
     def _revoke(self, user: str, alert: Alert, context: ResponseContext) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import queue
 import threading
 import time
@@ -17,7 +18,9 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-from milvus_audit.runtime.worker import BACKGROUND
+from milvus_audit.runtime.worker import LIFECYCLE, Stage, background_thread
+
+Job = Callable[[], object]
 
 
 def sign(secret: str | bytes, timestamp: int, body: bytes) -> str:
@@ -38,21 +41,34 @@ def verify(secret: str | bytes, timestamp: str, body: bytes, signature: str, *, 
 
 
 class DeliveryWorker:
-    """Runs deliveries in one daemon thread; `submit` never blocks the caller."""
+    """Runs deliveries in one daemon thread; `submit` never blocks the caller.
+
+    Its drain is the shutdown stage `RESPONSES`: deliveries in flight get up to the
+    remaining shutdown bound (`AuditPipeline.shutdown(timeout_s=...)`, 10 s by default);
+    what is still queued then is abandoned, and each abandoned job says so (its
+    `abandon` callback records `outcome=abandoned`).
+    """
 
     def __init__(self, max_queue: int = 1000, name: str = "milvus-audit-response",
                  drop_report_interval_s: float = 1.0) -> None:
-        self._queue: queue.Queue[Callable[[], None]] = queue.Queue(max_queue)
+        self._queue: queue.Queue[tuple[Job, Job | None]] = queue.Queue(max_queue)
         self.dropped = 0
         self._unreported_drops = 0
         self._last_drop_report = 0.0
         self._drop_report_interval_s = drop_report_interval_s
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
+        self._name = name
+        self._inflight: Job | None = None  # the abandon callback of the job running now
+        self.closed = False  # set once shutdown abandoned what was left: later outcomes are not recorded
+        self._pid = 0  # the thread is started on first use, in each process (fork-safe)
+        self._start_lock = threading.Lock()
+        LIFECYCLE.register(Stage.RESPONSES, self.drain)
 
-    def submit(self, job: Callable[[], None]) -> bool:
+    def submit(self, job: Job, abandon: Job | None = None) -> bool:
+        """Queue `job`; `abandon` is called instead if shutdown comes before it runs."""
+        if self._pid != os.getpid():
+            self._start()
         try:
-            self._queue.put_nowait(job)
+            self._queue.put_nowait((job, abandon))
             return True
         except queue.Full:
             self.dropped += 1
@@ -69,23 +85,55 @@ class DeliveryWorker:
         return drops
 
     def join(self, timeout_s: float = 10.0) -> bool:
-        """Wait until every alert raised so far is delivered (for tests and shutdown)."""
-        BACKGROUND.flush()  # alerts still being detected queue their deliveries first
+        """Wait until every alert raised so far is delivered (for tests and operators)."""
         deadline = time.monotonic() + timeout_s
+        LIFECYCLE.drain_stage(Stage.CALLS, deadline)  # alerts still being detected queue deliveries first
+        return self._wait(deadline)
+
+    def drain(self, seconds_left: float) -> None:
+        """The shutdown step: wait for deliveries up to the bound, then abandon the rest."""
+        if self._wait(time.monotonic() + seconds_left):
+            return
+        self.closed = True
+        inflight, self._inflight = self._inflight, None
+        if inflight is not None:  # its outcome would come after the final checkpoint: say it now
+            inflight()
+        while True:
+            try:
+                _, abandon = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                if abandon is not None:
+                    abandon()
+            finally:
+                self._queue.task_done()
+
+    def _wait(self, deadline: float) -> bool:
         while self._queue.unfinished_tasks:
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.01)
         return True
 
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._pid != os.getpid():
+                if self._pid:  # a forked child: the parent's queue is the parent's
+                    self._queue = queue.Queue(self._queue.maxsize)
+                self._pid = os.getpid()
+                background_thread(self._run, self._name).start()
+
     def _run(self) -> None:
         while True:
-            job = self._queue.get()
+            job, abandon = self._queue.get()
+            self._inflight = abandon
             try:
                 job()
             except Exception:  # a job reports its own outcome; nothing may kill the worker
                 pass
             finally:
+                self._inflight = None
                 self._queue.task_done()
 
 

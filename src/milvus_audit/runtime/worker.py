@@ -1,4 +1,20 @@
-"""Work that follows a call but need not delay it: histogram measurements and detection.
+"""Work that follows a call but need not delay it, and the ordered shutdown of all such work.
+
+Lifecycle. Everything that runs behind the calls registers a drain step with `LIFECYCLE`
+at one of its stages, and `LIFECYCLE.drain()` (what `AuditPipeline.shutdown()` runs
+before it shuts the exporters down) runs the stages in order:
+
+1. `Stage.CALLS`: the calls' deferred work (histograms, detection, and so alerts and
+   the playbooks they trigger);
+2. `Stage.RESPONSES`: deliveries in flight (webhooks, revocations), up to a bound;
+3. `Stage.SEAL`: the final checkpoint of each integrity chain;
+4. then the caller flushes and shuts down the exporters.
+
+So a `milvus.response` record is never sealed after a chain's final checkpoint, nor lost
+at a clean shutdown. Our own threads run under OpenTelemetry's suppress-instrumentation
+context (`background_thread`): what they export or post is never instrumented by anyone.
+
+The background worker:
 
 The audit record and the span are handed to the SDK on the calling thread, so a provider's
 `force_flush()` always covers them. What only reads them runs here, on one daemon thread
@@ -21,12 +37,16 @@ reads alerts, calls `milvus_audit.flush()` first.
 from __future__ import annotations
 
 import atexit
+import enum
 import os
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Any
+
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 
 from milvus_audit.runtime.diagnostics import INTERNAL_ERRORS
 
@@ -86,11 +106,9 @@ class Background:
         with self._start_lock:
             if not self._started:
                 self._started = True
-                threading.Thread(target=self._run, name="milvus-audit-background", daemon=True).start()
+                background_thread(self._run, "milvus-audit-background").start()
             if not self._exit_hook:
-                # Registered now, after the providers exist, so that it runs before their own exit
-                # hooks shut them down (atexit runs in reverse order).
-                atexit.register(self.flush)
+                LIFECYCLE.arm_at_exit()  # now, after the providers exist: the drain runs before they shut down
                 self._exit_hook = True
 
     def _run(self) -> None:
@@ -113,8 +131,79 @@ class Background:
         self._started = False
 
 
+def background_thread(target: Callable[[], object], name: str) -> threading.Thread:
+    """A daemon thread running `target` with instrumentation suppressed (our exports and
+    deliveries are never traced or audited by other instrumentations)."""
+    def run() -> None:
+        with suppress_instrumentation():
+            target()
+    return threading.Thread(target=run, name=name, daemon=True)
+
+
+class Stage(enum.IntEnum):
+    """The order of shutdown (see the module docstring)."""
+
+    CALLS = 1
+    RESPONSES = 2
+    SEAL = 3
+
+
+Step = Callable[[float], object]  # drain, given the seconds left; returns when done or out of time
+
+
+class Lifecycle:
+    """Drain steps by stage; each is held weakly when it is a bound method, so registering
+    never keeps a configuration's workers alive."""
+
+    def __init__(self) -> None:
+        self._steps: list[tuple[Stage, Callable[[], Step | None]]] = []
+        self._lock = threading.Lock()
+
+    def register(self, stage: Stage, step: Step) -> None:
+        ref: Callable[[], Step | None]
+        if hasattr(step, "__self__"):
+            ref = weakref.WeakMethod(step)  # type: ignore[arg-type]
+        else:
+            ref = lambda: step  # noqa: E731
+        with self._lock:
+            self._steps.append((stage, ref))
+            self._steps.sort(key=lambda item: item[0])
+
+    def arm_at_exit(self) -> None:
+        """Drain at interpreter exit, before the exit hooks registered so far (atexit runs
+        in reverse order): called when something is started after the providers exist."""
+        atexit.unregister(self._at_exit)
+        atexit.register(self._at_exit)
+
+    def _at_exit(self) -> None:
+        self.drain()
+
+    def drain(self, until: Stage = Stage.SEAL, timeout_s: float = 10.0) -> None:
+        """Run every step of every stage up to `until`, in stage order, within `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        for stage in Stage:
+            if stage > until:
+                break
+            self.drain_stage(stage, deadline)
+
+    def drain_stage(self, stage: Stage, deadline: float) -> None:
+        with self._lock:
+            steps = [ref for s, ref in self._steps if s is stage]
+            self._steps = [(s, ref) for s, ref in self._steps if ref() is not None]
+        for ref in steps:
+            step = ref()
+            if step is None:
+                continue
+            try:
+                step(max(0.0, deadline - time.monotonic()))
+            except Exception as exc:  # a step's failure must not stop the later stages
+                INTERNAL_ERRORS.report(f"shutdown stage {stage.name}", exc)
+
+
 BACKGROUND = Background()
 os.register_at_fork(after_in_child=BACKGROUND._forget_parent)
+LIFECYCLE = Lifecycle()
+LIFECYCLE.register(Stage.CALLS, lambda _seconds_left: BACKGROUND.flush())
 
 
 def flush() -> None:
