@@ -337,3 +337,42 @@ def test_rules_file_errors_name_file_line_and_key(tmp_path: Path) -> None:
         Rules.from_yaml(path)
     example = Path(__file__).resolve().parents[1] / "rules.example.yaml"
     assert Rules.from_yaml(example).rule("brute_force").params["threshold"] == 5
+
+
+# -- rules as modules ------------------------------------------------------------------------
+def test_parameters_are_validated_by_their_rule(tmp_path: Path) -> None:
+    with pytest.raises(RulesError, match=r"rule 'brute_force', key 'window_s': must be greater than 0"):
+        Rules().configure("brute_force", window_s=0)
+    with pytest.raises(RulesError, match=r"key 'alpha': must be at most 1"):
+        Rules().configure("error_spike", alpha=1.5)
+    path = tmp_path / "rules.yaml"
+    path.write_text("rules:\n  data_exfiltration:\n    collections:\n      docs: {rows: 0}\n")
+    with pytest.raises(RulesError, match=r"rules.yaml:3: rule 'data_exfiltration', key 'collections': must be gre"):
+        Rules.from_yaml(path)
+    assert Rules().configure("slow_query", absolute_ms=0).rule("slow_query").params["absolute_ms"] == 0
+
+
+def test_each_rule_module_declares_its_parts() -> None:
+    from milvus_audit.detect import BUILTIN_RULES
+    from milvus_audit.detect.rules import RULES, Rule
+
+    assert [rule.id for rule in RULES] == list(BUILTIN_RULES)
+    for rule in RULES:
+        assert issubclass(rule, Rule) and rule.__module__.endswith(f".rules.{rule.id}")
+        assert BUILTIN_RULES[rule.id] == rule.info and set(rule.info.params) == set(rule.params)
+        assert rule.failures or rule.every_event or rule.observes_success is not Rule.observes_success
+        forms = rule.sigma(rule.info.params)
+        assert forms and all(form["custom_attributes"]["milvus_audit_rule"] == rule.id for form in forms)
+
+
+def test_explain_peaks_through_the_rule_modules() -> None:
+    engine = DetectionEngine(rules_only("brute_force", "data_exfiltration"), explain=True)
+    for i in range(3):
+        engine.observe(Observation(1_800_000_000 + i, {
+            "db.operation.name": "connect", "user.name": "root", "milvus_audit.outcome": "failure",
+            "milvus_audit.failure_reason": "authentication"}, f"e{i}"))
+    engine.observe(Observation(1_800_000_010, {"db.operation.name": "query", "user.name": "bob",
+                                               "milvus_audit.outcome": "success", "db.collection.name": "docs",
+                                               "db.response.returned_rows": 2500}, "r"))
+    assert engine.peaks() == {("brute_force", "root"): 3 / 5, ("data_exfiltration", "bob"): 0.25}
+    assert engine.alerts_raised == 0 and engine.tracked_principals >= 1

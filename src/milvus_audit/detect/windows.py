@@ -3,11 +3,14 @@
 `Window` sums values over a sliding time window with a fixed ring of buckets, so an
 update costs the same however busy the principal is. `BoundedMap` caps how many
 principals are tracked: the least recently seen is evicted, and evictions are counted,
-so an attacker spraying random user names cannot grow memory without limit.
+so an attacker spraying random user names cannot grow memory without limit. `Counted`
+is a window that also remembers its latest contributing events; `Baseline` is an EWMA
+mean and variance (learned baselines).
 """
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Generic, TypeVar
@@ -82,3 +85,51 @@ class BoundedMap(Generic[V]):
 
     def items(self) -> list[tuple[str, V]]:
         return list(self._items.items())
+
+
+MAX_CONTRIBUTING = 10
+
+
+class Counted:
+    """A sliding-window sum plus the ids of its latest contributing events."""
+
+    __slots__ = ("_recent", "span_s", "window")
+
+    def __init__(self, window_s: float) -> None:
+        self.window = Window(window_s)
+        self.span_s = window_s
+        self._recent: list[tuple[float, str]] = []
+
+    def add(self, now: float, event_id: str, value: float = 1.0) -> float:
+        self._recent.append((now, event_id))
+        if len(self._recent) > MAX_CONTRIBUTING:
+            del self._recent[0]
+        return self.window.add(now, value)
+
+    def events(self, now: float) -> list[str]:
+        """Up to ten contributing event ids still inside the window."""
+        return [event for at, event in self._recent if now - at < self.span_s]
+
+
+class Baseline:
+    """EWMA mean and variance: O(1) learned baselines."""
+
+    __slots__ = ("alpha", "mean", "samples", "var")
+
+    def __init__(self, alpha: float = 0.1) -> None:
+        self.alpha = alpha
+        self.mean = 0.0
+        self.var = 0.0
+        self.samples = 0
+
+    def update(self, value: float) -> None:
+        self.samples += 1
+        if self.samples == 1:
+            self.mean = value
+            return
+        delta = value - self.mean
+        self.mean += self.alpha * delta
+        self.var = (1 - self.alpha) * (self.var + self.alpha * delta * delta)
+
+    def p99(self) -> float:
+        return self.mean + 2.33 * math.sqrt(self.var)

@@ -53,21 +53,42 @@ def pipeline(schema: str) -> Any:
             for item in block if isinstance(block, list) else [block]:
                 if isinstance(item, dict):
                     fields.update(key.split("|")[0] for key in item)
-        fields.update((rule.get("correlation") or {}).get("group-by", []))
+        correlation = rule.get("correlation") or {}
+        fields.update(correlation.get("group-by", []))
+        if correlation.get("condition", {}).get("field"):
+            fields.add(correlation["condition"]["field"])
     mapping: dict[str | None, str | list[str]] = {field: ECS_FIELDS.get(field, f"milvus.{field}") for field in fields}
     return ProcessingPipeline(name="milvus-audit ecs", priority=20,
                               items=[ProcessingItem(FieldMappingTransformation(mapping), identifier="ecs_fields")])
+
+
+def _with_value_sum(backend: type[Any], aggregation: str, condition: str) -> type[Any]:
+    """`backend` with the `value_sum` correlation (data_exfiltration sums returned rows).
+
+    The maintained Splunk and ES|QL backends convert event_count and value_count with a
+    `stats` pipeline but have no template for value_sum; it is the same pipeline with `sum`."""
+    return type(f"{backend.__name__}WithValueSum", (backend,), {
+        "value_sum_aggregation_expression": {"stats": aggregation},
+        "value_sum_condition_expression": {"stats": condition},
+    })
 
 
 def _backend(name: str, schema: str, correlation: bool) -> Any:
     processing = pipeline(schema)
     if name == "splunk":
         from sigma.backends.splunk import SplunkBackend  # type: ignore[attr-defined]
-        return SplunkBackend(processing_pipeline=processing)
+        splunk = _with_value_sum(SplunkBackend,
+                                 "| bin _time span={timespan}\n| stats sum({field}) as value_sum by _time{groupby}",
+                                 "| search value_sum {op} {count}")
+        return splunk(processing_pipeline=processing)
     if name == "elasticsearch":
         if correlation:
             from sigma.backends.elasticsearch import ESQLBackend  # type: ignore[attr-defined]
-            return ESQLBackend(processing_pipeline=processing)
+            esql = _with_value_sum(ESQLBackend,
+                                   "| eval timebucket=date_trunc({timespan}, @timestamp) "
+                                   "| stats value_sum=sum({field}){fields}{groupby}",
+                                   "| where value_sum {op} {count}")
+            return esql(processing_pipeline=processing)
         from sigma.backends.elasticsearch import LuceneBackend  # type: ignore[attr-defined]
         return LuceneBackend(processing_pipeline=processing)
     if name == "opensearch":

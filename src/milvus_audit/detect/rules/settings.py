@@ -1,8 +1,9 @@
-"""Rule settings: the built-in rules, their tunable parameters, and the YAML rules file.
+"""Rule settings: each built-in rule's tunable parameters, and the YAML rules file.
 
 Every rule has `enabled`, `severity`, `cooldown_s`, an `allowlist` of principals, and
-parameters of its own (thresholds, windows). `collections:` overrides parameters for
-one collection. Validation errors name the file, the line and the bad key.
+parameters of its own (thresholds, windows), declared with their defaults and validation
+in the rule's module. `collections:` overrides parameters for one collection. Validation
+errors name the file, the line and the bad key.
 """
 
 from __future__ import annotations
@@ -15,53 +16,13 @@ from typing import Any
 
 import yaml
 
-SEVERITIES = ("low", "medium", "high", "critical")
+from milvus_audit.detect.rules.base import RuleInfo
+from milvus_audit.detect.rules.registry import BUILTIN_RULES, RULE_CLASSES
+from milvus_audit.semconv import ALERT_SEVERITIES
 
+__all__ = ["BUILTIN_RULES", "SEVERITIES", "RuleInfo", "RuleSettings", "Rules", "RulesError"]
 
-@dataclass(frozen=True)
-class RuleInfo:
-    id: str
-    severity: str
-    attack: tuple[str, ...]
-    description: str
-    params: Mapping[str, float]
-
-
-BUILTIN_RULES: Mapping[str, RuleInfo] = {rule.id: rule for rule in (
-    RuleInfo("brute_force", "high", ("T1110", "T1110.001"),
-             "Repeated authentication failures for one principal.",
-             {"threshold": 5, "window_s": 60}),
-    RuleInfo("password_spray", "high", ("T1110.003",),
-             "Authentication failures across many user names from one client.",
-             {"distinct_users": 4, "window_s": 300}),
-    RuleInfo("unauthorized_access", "medium", ("T1078", "T1069"),
-             "Repeated permission denials for one principal; any denial on an RBAC call is high.",
-             {"threshold": 3, "window_s": 60}),
-    RuleInfo("error_spike", "medium", ("T1499",),
-             "Failure rate in a window far above its learned (EWMA) baseline.",
-             {"factor": 3, "min_failures": 10, "window_s": 60, "alpha": 0.3}),
-    RuleInfo("slow_query", "low", ("T1499.003",),
-             "A read slower than an absolute threshold, or than k times the learned p99 of its collection.",
-             {"absolute_ms": 2000, "k": 3, "min_samples": 50, "min_ms": 100}),
-    RuleInfo("unusual_query", "medium", ("T1213",),
-             "limit/top_k, nq or returned rows far above the principal's baseline on a collection, or a "
-             "collection the principal never touched after its learning period.",
-             {"factor": 10, "limit_floor": 1000, "nq_floor": 100, "rows_floor": 1000, "min_samples": 20,
-              "learning_s": 3600, "learning_events": 50}),
-    RuleInfo("data_exfiltration", "high", ("T1530", "T1020"),
-             "Rows read by one principal within a window exceed a threshold.",
-             {"rows": 10_000, "window_s": 300}),
-    RuleInfo("destructive_operation", "high", ("T1485",),
-             "A drop or truncate, or a delete whose filter matches everything or that removes many rows.",
-             {"delete_rows": 1000}),
-    RuleInfo("privilege_escalation", "critical", ("T1098", "T1098.003"),
-             "A grant of the admin role or of global privileges, a password change of another user, or a "
-             "user created and granted a role within a window.",
-             {"window_s": 600}),
-    RuleInfo("resource_exhaustion", "medium", ("T1499", "T1496"),
-             "Repeated resource-exhausted, rate-limit or memory failures.",
-             {"threshold": 3, "window_s": 60}),
-)}
+SEVERITIES = ALERT_SEVERITIES
 
 
 class RulesError(ValueError):
@@ -186,6 +147,14 @@ def _number(value: Any, where: str) -> float:
     return float(value)
 
 
+def _param(rule_id: str, name: str, value: Any, where: str) -> float:
+    number = _number(value, where)
+    problem = RULE_CLASSES[rule_id].params[name].problem(number)
+    if problem:
+        raise RulesError(f"{where}: {problem}")
+    return number
+
+
 def _apply(settings: RuleSettings, rule_id: str, changes: Mapping[str, Any], where: Any) -> None:
     staged = copy.deepcopy(settings)
     for key, value in changes.items():
@@ -213,9 +182,10 @@ def _apply(settings: RuleSettings, rule_id: str, changes: Mapping[str, Any], whe
                     if name not in staged.params:
                         raise RulesError(f"{where(key)}: unknown parameter {name!r} for {collection!r}; "
                                          f"known: {', '.join(staged.params)}")
-                    staged.collections.setdefault(str(collection), {})[name] = _number(number, where(key))
+                    staged.collections.setdefault(str(collection), {})[name] = _param(rule_id, name, number,
+                                                                                        where(key))
         elif key in staged.params:
-            staged.params[key] = _number(value, where(key))
+            staged.params[key] = _param(rule_id, key, value, where(key))
         else:
             known = ["enabled", "severity", "cooldown_s", "allowlist", "collections", *staged.params]
             raise RulesError(f"{where(key)}: unknown key; known for {rule_id}: {', '.join(known)}")

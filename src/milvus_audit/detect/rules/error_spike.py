@@ -1,0 +1,77 @@
+"""error_spike: the failure rate in a window far above its learned (EWMA) baseline."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from milvus_audit.detect.rules.base import Alert, Observation, Param, Rule
+from milvus_audit.detect.rules.sigmaform import AUDIT, correlation, event_rule
+from milvus_audit.detect.windows import MAX_CONTRIBUTING
+from milvus_audit.model.catalog import Operation
+from milvus_audit.semconv import FAILURE, FAILURE_REASON, OUTCOME
+
+FAILED_CALL = "milvus_failed_call"
+SERVICE_NAME = "service.name"  # a resource attribute: one engine per process, one series per service in a SIEM
+
+
+class ErrorSpike(Rule):
+    id = "error_spike"
+    severity = "medium"
+    attack = ("T1499",)
+    description = "Failure rate in a window far above its learned (EWMA) baseline."
+    params = {"factor": Param(3, positive=True), "min_failures": Param(10, positive=True),
+              "window_s": Param(60, positive=True), "alpha": Param(0.3, at_most=1)}
+    every_event = True
+
+    __slots__ = ("_baseline", "_bucket", "_count", "_events")
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self._bucket = -1
+        self._count = 0.0
+        self._baseline: float | None = None
+        self._events: list[str] = []
+
+    def observe(self, observation: Observation, principal: str, operation: Operation,
+                alerts: list[Alert]) -> None:
+        settings = self.settings_for("*")
+        if settings is None:
+            return
+        window = settings.params["window_s"]
+        bucket = int(observation.timestamp_s // window)  # tumbling windows
+        if bucket != self._bucket:
+            if self._bucket >= 0:
+                # Close the finished windows (empty ones count as zero failures).
+                alpha = settings.params["alpha"]
+                for _ in range(min(bucket - self._bucket, 10)):
+                    count, self._count = self._count, 0.0
+                    base = self._baseline
+                    self._baseline = count if base is None else base + alpha * (count - base)
+            self._bucket = bucket
+            self._count = 0.0
+            self._events = []
+        if observation.attributes.get(FAILURE_REASON) is None:
+            return
+        self._count += 1
+        self._events.append(observation.event_id)
+        del self._events[:-MAX_CONTRIBUTING]
+        baseline = self._baseline or 0.0
+        threshold = max(settings.params["min_failures"], settings.params["factor"] * baseline)
+        self.track("*", self._count / threshold)
+        if self._count >= threshold:
+            self.fire(alerts, settings, observation, "*",
+                      f"{int(self._count)} failures within {int(window)} s against a baseline of "
+                      f"{baseline:.1f}", self._count, threshold, window, self._events)
+
+    @classmethod
+    def sigma(cls, params: Mapping[str, float]) -> list[dict[str, Any]]:
+        return [
+            event_rule(cls.info, FAILED_CALL, "Milvus call failed",
+                       "Any failed Milvus call (base of the error spike correlation).",
+                       {"selection": {**AUDIT, OUTCOME: FAILURE}, "condition": "selection"},
+                       ["Deployments and outages"], level="informational"),
+            correlation(cls.info, "milvus_error_spike", "Milvus error spike", "event_count", FAILED_CALL,
+                        [SERVICE_NAME], params["window_s"], params["min_failures"],
+                        falsepositives=["A Milvus outage; the in-process rule also compares with a learned baseline"]),
+        ]
