@@ -164,3 +164,20 @@ def test_session_and_iterator_calls_share_the_call_path(lite_uri: str, telemetry
     records = [(r["db.operation.name"], r.get("milvus_audit.iterator.page")) for r in telemetry.records()]
     assert records[0] == ("query_iterator", None) and all(op == "query_iterator" for op, _ in records)
     assert [page for _, page in records[1:]] == list(range(1, len(records)))
+
+
+def test_each_destination_gets_its_own_closed_stream(tmp_path: Path) -> None:
+    """Two pipelines with one key: each file holds a whole stream, final checkpoint included."""
+    key, signing = os.urandom(32), Ed25519PrivateKey.generate()
+    files = [tmp_path / "a.jsonl", tmp_path / "b.jsonl"]
+    pipelines = [milvus_audit.configure(jsonl_path=path, set_global=False) for path in files]
+    for index, pipeline in enumerate(pipelines):
+        client = milvus_audit.MilvusClient(str(tmp_path / f"m{index}.db"),
+                                           audit=pipeline.audit_config(integrity_key=key, signing_key=signing))
+        client.list_collections()
+        client.close()
+    for pipeline in pipelines:
+        pipeline.shutdown()
+    for path in files:
+        reports = verify([path], key=key, public_key=signing.public_key())
+        assert [(r.closed, r.findings) for r in reports] == [(True, [])], path

@@ -160,18 +160,22 @@ class Chain:
             self.closed = True
 
 
-_CHAINS: dict[tuple[bytes, bytes | None], Chain] = {}
+_CHAINS: dict[tuple[bytes, bytes | None, object], Chain] = {}
 _CHAINS_LOCK = threading.Lock()
 
 
-def chain_for(key: bytes, signing_key: Ed25519PrivateKey | None, **options: Any) -> Chain:
-    """The process's stream for this key (one per key; created on first use)."""
+def chain_for(key: bytes, signing_key: Ed25519PrivateKey | None, destination: object = None,
+              **options: Any) -> Chain:
+    """The process's stream for this key and destination (created on first use).
+
+    One stream per destination (the logger provider records go to), so that each
+    destination receives every record and checkpoint of its stream, the final one included."""
     public = signing_key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw) \
         if signing_key is not None else None
     with _CHAINS_LOCK:
-        chain = _CHAINS.get((key, public))
+        chain = _CHAINS.get((key, public, destination))
         if chain is None:
-            chain = _CHAINS[(key, public)] = Chain(key, signing_key, **options)
+            chain = _CHAINS[(key, public, destination)] = Chain(key, signing_key, **options)
             LIFECYCLE.arm_at_exit()  # after the providers exist, so the drain runs before they shut down
         return chain
 

@@ -68,7 +68,8 @@ class OTelEmitter:
         key = integrity_key(config.integrity_key)
         self.chain: Chain | None = None
         if key is not None:
-            self.chain = chain_for(key, load_signing_key(config.signing_key),
+            destination = config.logger_provider or _logs.get_logger_provider()
+            self.chain = chain_for(key, load_signing_key(config.signing_key), destination,
                                    checkpoint_every=config.checkpoint_every,
                                    checkpoint_interval_s=config.checkpoint_interval_s)
         self.refusals = meter.create_counter("milvus_audit.audit_unavailable", unit="{call}",
