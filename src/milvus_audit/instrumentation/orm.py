@@ -26,7 +26,7 @@ from milvus_audit.config import AuditConfig
 from milvus_audit.instrumentation.client import audited_connect
 from milvus_audit.instrumentation.proxy import wrap_iterator
 from milvus_audit.model.catalog import ORM, ORM_ALIAS_PARAMS, ORM_OWNERS, Action, OrmEntry, OrmOwner, Returns, lookup
-from milvus_audit.model.identity import ConnectionInfo, credential_key
+from milvus_audit.model.identity import ORM_RULES, ConnectionInfo, credential_key
 from milvus_audit.model.plan import CallPlan, Slot, positions
 from milvus_audit.runtime.context import IN_AUDITED_CALL
 
@@ -155,7 +155,7 @@ class OrmPatches:
         alias = str(params.pop("alias", "default"))
         if not params.get("uri") and params.get("host"):
             params["uri"] = f"http://{params.pop('host')}:{params.pop('port', 19530)}"
-        info = ConnectionInfo.from_parameters(params, credential_key(self.config.credential_key))
+        info = ConnectionInfo.from_parameters(params, credential_key(self.config.credential_key), ORM_RULES)
         result, auditor = audited_connect(info, self.config, lambda: wrapped(*args, **kwargs),
                                           {semconv.API: "orm"})
         self.auditors[alias] = auditor

@@ -7,6 +7,7 @@ non-reversible credential fingerprint; they are never stored.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import hmac
 import inspect
@@ -16,8 +17,72 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import pymilvus
+
+from milvus_audit import semconv
+
 DEFAULT_PORT = 19530
 _PROCESS_KEY = secrets.token_bytes(32)
+
+
+class Precedence(enum.Enum):
+    """How a pymilvus entry point combines `user`/`password`, `token` and credentials in the URI."""
+
+    # pymilvus 3 `MilvusClient`/`AsyncMilvusClient`: `token`, else `user:password` when both are
+    # given, else `user[:password]` from the URI.
+    EXPLICIT_FIRST = "explicit_first"
+    # `connections.connect` (and pymilvus 2.6 `MilvusClient`, which goes through it): the URI's
+    # user and password replace the arguments; then `token`, else `user:password` when both are set.
+    URI_FIRST = "uri_first"
+
+
+CLIENT_RULES = Precedence.EXPLICIT_FIRST if int(pymilvus.__version__.split(".")[0]) >= 3 else Precedence.URI_FIRST
+ORM_RULES = Precedence.URI_FIRST
+
+
+@dataclass(frozen=True, slots=True)
+class _Endpoint:
+    """What a connection URI says, parsed as pymilvus does; fields stay empty where it cannot be parsed."""
+
+    scheme: str = ""
+    host: str = ""
+    port: int | None = None
+    user: str = ""
+    password: str = ""
+    database: str = ""
+    embedded: bool = False
+
+    @classmethod
+    def parse(cls, uri: str) -> _Endpoint:
+        if uri.endswith(".db") or uri.startswith("unix:"):
+            return cls(scheme="file" if uri.endswith(".db") else "unix", embedded=True)
+        try:
+            parts = urlsplit(uri)
+            scheme = parts.scheme.lower()
+            host = parts.hostname or ""
+            user, password = parts.username or "", parts.password or ""  # sent as written, not unquoted
+            segments = [segment for segment in parts.path.split("/") if segment]
+        except ValueError:  # e.g. "http://[::1": pymilvus refuses it, the connect is audited as failed
+            return cls()
+        try:
+            port: int | None = parts.port or (443 if scheme == "https" else DEFAULT_PORT)
+        except ValueError:  # a port out of range: "http://localhost:99999"
+            port = None
+        return cls(scheme, host or "localhost", port, user, password, segments[0] if segments else "",
+                   embedded=scheme in ("", "file"))
+
+
+def sent_credential(rules: Precedence, endpoint: _Endpoint, user: str, password: str, token: str) -> str:
+    """The credential pymilvus puts in the `authorization` header: `user:password`, a token, or ""."""
+    if rules is Precedence.URI_FIRST:
+        user, password = endpoint.user or user, endpoint.password or password
+        return token or (f"{user}:{password}" if user and password else "")
+    explicit = token or (f"{user}:{password}" if user and password else "")
+    if explicit:
+        return explicit
+    if endpoint.user:
+        return f"{endpoint.user}:{endpoint.password}" if endpoint.password else endpoint.user
+    return ""
 
 
 def credential_key(configured: bytes | str | None) -> bytes:
@@ -60,40 +125,48 @@ class ConnectionInfo:
         return cls.from_parameters(params, key)
 
     @classmethod
-    def from_parameters(cls, params: dict[str, Any], key: bytes) -> ConnectionInfo:
-        """From named connection parameters (`uri`, `user`, `password`, `token`, `db_name`, TLS options)."""
-        uri = str(params.get("uri") or "http://localhost:19530")
-        user = str(params.get("user") or "")
-        password = str(params.get("password") or "")
-        token = str(params.get("token") or "")
-        database = str(params.get("db_name") or "")
+    def from_parameters(cls, params: dict[str, Any], key: bytes, rules: Precedence | None = None) -> ConnectionInfo:
+        """From named connection parameters (`uri`, `user`, `password`, `token`, `db_name`, TLS options).
 
-        attributes: dict[str, Any] = {"db.system.name": "milvus"}
-        parts = urlsplit(uri)
-        embedded = parts.scheme in ("", "file") or uri.endswith(".db")
-        tls = parts.scheme == "https" or bool(
+        The identity is what pymilvus will actually send, by its own precedence `rules`
+        (`CLIENT_RULES` for this pymilvus's `MilvusClient`, `ORM_RULES` for `connections.connect`).
+        Never raises: a URI pymilvus will refuse still yields what can be said of it, and the
+        connect is then audited as failed with pymilvus's own error.
+        """
+        rules = rules or CLIENT_RULES
+        uri = str(params.get("uri") or "http://localhost:19530")
+        endpoint = _Endpoint.parse(uri)
+        credential = sent_credential(rules, endpoint, str(params.get("user") or ""),
+                                     str(params.get("password") or ""), str(params.get("token") or ""))
+        database = str(params.get("db_name") or "") or endpoint.database
+
+        attributes: dict[str, Any] = {semconv.DB_SYSTEM_NAME: "milvus"}
+        tls = endpoint.scheme == "https" or bool(
             params.get("secure") or params.get("server_pem_path") or params.get("ca_pem_path")
         )
-        if not embedded:
-            if parts.hostname:
-                attributes["server.address"] = parts.hostname
-            attributes["server.port"] = parts.port or DEFAULT_PORT
+        if not endpoint.embedded:
+            if endpoint.host:
+                attributes[semconv.SERVER_ADDRESS] = endpoint.host
+            if endpoint.port is not None:
+                attributes[semconv.SERVER_PORT] = endpoint.port
         if database:
-            attributes["db.namespace"] = database
+            attributes[semconv.DB_NAMESPACE] = database
 
-        if user:
-            attributes["user.name"] = user
-            attributes["milvus_audit.auth.method"] = "password"
-        elif token and ":" in token:
-            attributes["user.name"] = token.split(":", 1)[0]
-            attributes["milvus_audit.auth.method"] = "password"
-        elif token:
-            attributes["milvus_audit.auth.method"] = "token"
-            attributes["milvus_audit.auth.credential_id"] = credential_id(token, key)
+        user, separator, secret = credential.partition(":")
+        if credential and separator:
+            attributes[semconv.USER_NAME] = user
+            attributes[semconv.AUTH_METHOD] = "password"
+        elif credential:
+            attributes[semconv.AUTH_METHOD] = "token"
+            attributes[semconv.AUTH_CREDENTIAL_ID] = credential_id(credential, key)
         else:
-            attributes["milvus_audit.auth.method"] = "none"
-        held = tuple(s for s in (password, token, token.split(":", 1)[-1] if token else "") if s)
-        return cls(attributes=attributes, secrets=held, database=database, tls=tls)
+            attributes[semconv.AUTH_METHOD] = "none"
+        held = {str(params.get("password") or ""), str(params.get("token") or ""), credential,
+                secret if separator else "", endpoint.password}
+        token = str(params.get("token") or "")
+        if ":" in token:
+            held.add(token.split(":", 1)[1])
+        return cls(attributes=attributes, secrets=tuple(sorted(s for s in held if s)), database=database, tls=tls)
 
     @classmethod
     def from_client(cls, client: Any, key: bytes) -> ConnectionInfo:
