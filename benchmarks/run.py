@@ -74,7 +74,7 @@ class Pipeline:
 
     def audit_spooled(self, fsync: str) -> milvus_audit.AuditConfig:
         """Audit records through the durable spool (as `configure(spool_dir=...)` sets it up)."""
-        from milvus_audit.export.spool import Spool, SpoolProcessor
+        Spool, SpoolProcessor = spool_classes()
 
         spool = Spool(tempfile.mkdtemp(prefix=f"milvus-audit-bench-spool-{fsync}-"), fsync=fsync)  # type: ignore[arg-type]
         provider = LoggerProvider()
@@ -122,12 +122,16 @@ def floor_variant(call: Callable[[], Any], pipeline: Pipeline, name: str) -> Cal
 
 
 def measure(variants: dict[str, Callable[[], Any]], rounds: int, per_round: int, flush: Callable[[], None],
-            hooks: dict[str, tuple[Callable[[], None], Callable[[], None]]] | None = None
+            hooks: dict[str, tuple[Callable[[], None], Callable[[], None]]] | None = None,
+            server: ServerTimer | None = None, outside: dict[str, list[float]] | None = None,
             ) -> tuple[dict[str, list[float]], dict[str, float]]:
     """Interleave variants round by round; return per-call times in µs, and each variant's
     amortized µs per call: the round's wall time until everything it emitted is exported,
-    including the work milvus-audit runs on its background thread (`flush`)."""
+    including the work milvus-audit runs on its background thread (`flush`). With a `server`
+    timer, `outside` gets each call's time outside the server round trip."""
     samples: dict[str, list[float]] = {name: [] for name in variants}
+    if outside is not None:
+        outside.update({name: [] for name in variants})
     spent: dict[str, float] = dict.fromkeys(variants, 0.0)
     names = list(variants)
     for _ in range(rounds):
@@ -141,7 +145,10 @@ def measure(variants: dict[str, Callable[[], Any]], rounds: int, per_round: int,
             for _ in range(per_round):
                 start = time.perf_counter_ns()
                 fn()
-                samples[name].append((time.perf_counter_ns() - start) / 1000)
+                took = time.perf_counter_ns() - start
+                samples[name].append(took / 1000)
+                if server is not None and outside is not None:
+                    outside[name].append((took - server.last_ns) / 1000)
             flush()
             spent[name] += (time.perf_counter_ns() - round_start) / 1000
             after()
@@ -201,6 +208,47 @@ def added_interval(values: list[float], base: list[float], rng: random.Random,
     return differences[int(resamples * 0.025)], differences[int(resamples * 0.975) - 1]
 
 
+def spool_classes() -> tuple[Any, Any]:
+    """`Spool` and `SpoolProcessor`, from this tree or from one before the layered layout (so the
+    same benchmark can measure an older checkout: `PYTHONPATH=old/src python benchmarks/run.py`)."""
+    try:
+        from milvus_audit.export.spool import Spool, SpoolProcessor
+    except ImportError:  # before the restructure
+        from milvus_audit.spool import Spool, SpoolProcessor  # type: ignore[import-not-found,no-redef]
+    return Spool, SpoolProcessor
+
+
+class ServerTimer:
+    """Times the gRPC round trip under a pymilvus client (its handler's methods), so that what a
+    variant adds on the calling thread can be told from Milvus Lite's own latency. Lite's query
+    time has two modes 4 ms apart, and which one a call lands in depends on when it starts:
+    100 µs of extra client work before each call moves the bare client's median query time by
+    up to 3 ms. The time outside the round trip has no such modes."""
+
+    def __init__(self, handler: Any, methods: tuple[str, ...]) -> None:
+        self.last_ns = 0
+        for name in methods:
+            setattr(handler, name, self._timed(getattr(handler, name)))
+
+    def _timed(self, method: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter_ns()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                self.last_ns = time.perf_counter_ns() - start
+        return call
+
+
+def client_added(outside: dict[str, list[float]], baseline: str, rng: random.Random) -> dict[str, Any]:
+    """Per variant: the median time outside the server round trip, less the baseline's, with a
+    95% bootstrap interval: what the variant adds on the calling thread."""
+    base = statistics.median(outside[baseline])
+    return {name: {"client_added_us": statistics.median(values) - base,
+                   "client_added_95_us": added_interval(sorted(values), outside[baseline], rng)}
+            for name, values in outside.items() if name != baseline}
+
+
 def lite_workloads(pipeline: Pipeline, rounds: int, per_round: int,
                    only: tuple[str, ...] = ("search", "query", "insert")) -> dict[str, Any]:
     from opentelemetry.instrumentation.milvus import MilvusInstrumentor
@@ -212,6 +260,7 @@ def lite_workloads(pipeline: Pipeline, rounds: int, per_round: int,
     bare.insert("bench", [{"id": i, "vector": [rng.random() for _ in range(DIM)], "tag": i % 10}
                           for i in range(2000)])
     bare.flush("bench")  # sealed and indexed, as served data is: a growing segment's search jitters 5x more
+    server = ServerTimer(bare._handler, ("search", "query", "insert_rows"))
     audited = milvus_audit.instrument(bare, pipeline.audit())
     query_vector = [[rng.random() for _ in range(DIM)]]
     openllmetry = MilvusInstrumentor()
@@ -235,8 +284,11 @@ def lite_workloads(pipeline: Pipeline, rounds: int, per_round: int,
             continue
         variants = {"bare": make(bare), "milvus_audit": make(audited), "openllmetry": make(bare),
                     "floor": floor_variant(make(bare), pipeline, name)}
-        samples, amortized = measure(variants, rounds, per_round, pipeline.flush, hooks)
+        outside: dict[str, list[float]] = {}
+        samples, amortized = measure(variants, rounds, per_round, pipeline.flush, hooks, server, outside)
         results[name] = summarize(samples, amortized, "bare", interval=True, per_round=per_round)
+        for variant, row in client_added(outside, "bare", random.Random(11)).items():
+            results[name][variant].update(row)
     pipeline.flush()
     bare.close()
     return results
@@ -301,7 +353,7 @@ def detection_cost(events: int) -> dict[str, float]:
 
 def spool_cost(records: int) -> dict[str, dict[str, float]]:
     """Appending one audit record to the durable spool, per fsync policy (µs per record)."""
-    from milvus_audit.export.spool import Spool
+    Spool, _ = spool_classes()
 
     record = {"timestamp": "2026-11-27T06:42:07.123456Z", "event_name": "milvus.audit", "severity_text": "INFO",
               "trace_id": "0" * 32, "span_id": "0" * 16, "resource": {"service.name": "bench"},
@@ -463,6 +515,10 @@ def print_lite(lite: dict[str, Any], table: bool = True) -> None:
         shifts = ", ".join(f"{name} {row['shift_us']:.0f} [{row['shift_95_us'][0]:.0f}, {row['shift_95_us'][1]:.0f}]"
                            for name, row in variants.items() if "shift_us" in row)
         print(f"  paired shift µs (within-round Hodges-Lehmann), 95% interval: {shifts}")
+        client = ", ".join(f"{name} {row['client_added_us']:.0f} [{row['client_added_95_us'][0]:.0f}, "
+                           f"{row['client_added_95_us'][1]:.0f}]"
+                           for name, row in variants.items() if "client_added_us" in row)
+        print(f"  added on the calling thread (outside the server round trip), 95% interval: {client}")
         if "aa_added_us" in variants.get("bare", {}):
             bare = variants["bare"]
             print(f"  A/A (bare against itself, should be 0): added {bare['aa_added_us']:.0f}, "
@@ -519,8 +575,8 @@ def main() -> int:
             search["milvus_audit"]["added_us"] <= 1.2 * max(search["floor"]["added_us"], 1.0),
             "lite search: added < openllmetry's added":
             search["milvus_audit"]["added_us"] < search["openllmetry"]["added_us"]} if search else {}),
-        **({"lite query: added <= 1.3x floor's added":
-            query["milvus_audit"]["added_us"] <= 1.3 * max(query["floor"]["added_us"], 1.0),
+        **({"lite query: added on the calling thread <= 1.3x floor's":
+            query["milvus_audit"]["client_added_us"] <= 1.3 * max(query["floor"]["client_added_us"], 1.0),
             "lite query: paired shift <= 1.3x floor's":
             query["milvus_audit"]["shift_us"] <= 1.3 * max(query["floor"]["shift_us"], 1.0)} if query else {}),
         "throughput: >= 10,000 calls/s sustained, zero dropped":
