@@ -221,8 +221,8 @@ class Auditor:
     def scrub(self, call: Call, message: str) -> str:
         secrets = list(self.secrets)
         secrets.extend(call.plan.secrets_in(call.args, call.kwargs))
-        return scrub_message(message, filter_text=call.filter_text, secrets=secrets,
-                             raw_filters=self._raw)
+        return scrub_message(message, filter_text=call.filter_text, secrets=secrets, raw_filters=self._raw,
+                             carried=call.plan.data_in(call.args, call.kwargs))
 
 
 def audited(auditor: Auditor, plan: CallPlan, function: Callable[..., Any], args: tuple[Any, ...],

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from milvus_audit.model.catalog import Operation, Shape
-from milvus_audit.model.sanitize import sanitize_filter
+from milvus_audit.model.sanitize import bounded, sanitize_filter
 
 _MISSING = object()
 FILTER_ATTRIBUTE = "db.query.text"
@@ -226,6 +226,7 @@ class CallPlan:
     secret_slots: tuple[Slot, ...]
     database_slot: Slot | None
     result_measure: Measure | None
+    data_slots: tuple[Slot, ...] = ()
 
     @classmethod
     def compile(cls, operation: Operation, signature_of: Callable[..., Any] | None,
@@ -271,6 +272,7 @@ class CallPlan:
             secret_slots=tuple(slot(name) for name in operation.secrets),
             database_slot=slot(operation.database) if operation.database else None,
             result_measure=RESULT_MEASURES[operation.shape],
+            data_slots=tuple(slot(name) for name in _DATA_PARAMS[operation.shape]),
         )
 
     def request_attributes(
@@ -301,10 +303,52 @@ class CallPlan:
     def secrets_in(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> list[str]:
         return [str(v) for s in self.secret_slots if (v := s.get(args, kwargs))]
 
+    def data_in(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> list[str]:
+        """What the call carried as data (only read when it failed, to mask its error message)."""
+        out: list[str] = []
+        for slot in self.data_slots:
+            carried_values(slot.get(args, kwargs), out)
+        return out
+
 
 def filter_attribute(expression: str, policy: str) -> str | None:
+    """`db.query.text` for a filter under the capture policy, bounded in length."""
     if policy == "raw":
-        return expression
+        return bounded(expression)
     if policy == "sanitized":
-        return sanitize_filter(expression)
+        return bounded(sanitize_filter(expression))
     return None
+
+
+# The parameters whose values are data, never to be exported, by shape; masked in error
+# messages wherever Milvus echoes them. Names of partitions and fields a call carries are
+# data too: the application chose them, an error may echo them unquoted.
+_DATA_PARAMS: Mapping[Shape, tuple[str, ...]] = {
+    Shape.SEARCH: ("data", "partition_names", "output_fields", "filter_params"),
+    Shape.HYBRID_SEARCH: ("partition_names", "output_fields"),
+    Shape.QUERY: ("ids", "partition_names", "output_fields", "filter_params"),
+    Shape.GET: ("ids", "partition_names", "output_fields"),
+    Shape.WRITE: ("data", "partition_name"),
+    Shape.DELETE: ("ids", "partition_name", "filter_params"),
+    Shape.ITERATOR: ("partition_names", "output_fields", "filter_params"),
+    Shape.NONE: (),
+}
+_MAX_CARRIED = 256  # values masked per failed call: enough for an echoed id list, bounded for a huge batch
+
+
+def carried_values(value: Any, out: list[str]) -> None:
+    """The scalar values inside `value` as text (at most `_MAX_CARRIED`), to mask in error messages."""
+    if len(out) >= _MAX_CARRIED or value is None or isinstance(value, bool):
+        return
+    if isinstance(value, str):
+        out.append(value)
+    elif isinstance(value, (int, float)):
+        out.append(str(value))
+    elif isinstance(value, bytes):
+        out.append(value.hex())
+    elif isinstance(value, Mapping):
+        for item in list(value.values())[:_MAX_CARRIED]:
+            carried_values(item, out)
+    elif isinstance(value, (list, tuple)):
+        for item in value[:_MAX_CARRIED]:
+            carried_values(item, out)

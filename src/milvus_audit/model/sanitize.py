@@ -29,6 +29,14 @@ from collections.abc import Iterable
 from functools import lru_cache
 
 MASK = "***"
+CARRIED = "?"
+# Exported text is bounded: `db.query.text` and `milvus_audit.error.message` keep at most this
+# many characters, then TRUNCATED; so a hostile filter costs the exporters what a normal one does.
+MAX_EXPORTED_TEXT = 2048
+TRUNCATED = "…[truncated]"
+# An error message longer than this is cut before it is scrubbed (the scrub is linear, but
+# masking each carried value is a pass over the message).
+_MAX_SCRUBBED_MESSAGE = 64 * 1024
 # Filters longer than this are shaped on every call rather than cached (the cache holds
 # at most _CACHED_SHAPES entries of at most this many characters each).
 _MAX_CACHED_FILTER = 2048
@@ -208,21 +216,57 @@ def sanitize_filter(expression: str) -> str:
     return _cached_shape(expression)
 
 
+def bounded(text: str) -> str:
+    """`text`, cut to `MAX_EXPORTED_TEXT` characters with a marker when longer."""
+    return text if len(text) <= MAX_EXPORTED_TEXT else text[:MAX_EXPORTED_TEXT] + TRUNCATED
+
+
 def scrub_message(
     message: str,
     *,
     filter_text: str | None,
     secrets: Iterable[str],
     raw_filters: bool,
+    carried: Iterable[str] = (),
 ) -> str:
-    """An error message safe to export: secrets masked, and unless filters are raw,
-    every literal (quoted string, number, boolean) replaced with `?`, since Milvus
-    echoes unparsable filters and rejected values in its error text."""
+    """An error message safe to export: secrets masked; every value the call carried as data
+    (`carried`: ids, rows, partition and field names) masked where it stands as a whole token,
+    raw filters or not, since Milvus echoes rejected values unquoted (`id in [alice@example.com]`);
+    and unless filters are raw (the opt-in), every literal (quoted string, number, boolean)
+    replaced with `?`, since Milvus echoes unparsable filters in its error text. Bounded to
+    `MAX_EXPORTED_TEXT`."""
     for secret in secrets:
         if secret and len(secret) >= 3:
             message = message.replace(secret, MASK)
+    message = message[:_MAX_SCRUBBED_MESSAGE]
+    raw_filter = filter_text if raw_filters and filter_text else None
+    for value in sorted(set(carried), key=len, reverse=True):  # longest first: no value masks part of another
+        if raw_filter is None or value not in raw_filter:  # literals of an opted-in raw filter stay
+            message = _mask_token(message, value)
     if raw_filters:
-        return message
+        return bounded(message)
     if filter_text:
         message = message.replace(filter_text, sanitize_filter(filter_text))
-    return _shape_literals(message)
+    return bounded(_shape_literals(message))
+
+
+def _mask_token(message: str, value: str) -> str:
+    """`message` with each occurrence of `value` that is not part of a longer word replaced by `?`."""
+    if not value or value == CARRIED:
+        return message
+    out: list[str] = []
+    copied = 0
+    start = message.find(value)
+    while start >= 0:
+        stop = start + len(value)
+        before_ok = start == 0 or not (_is_word(message[start - 1]) and _is_word(value[0]))
+        after_ok = stop == len(message) or not (_is_word(message[stop]) and _is_word(value[-1]))
+        if before_ok and after_ok:
+            out.append(message[copied:start])
+            out.append(CARRIED)
+            copied = stop
+        start = message.find(value, stop if before_ok and after_ok else start + 1)
+    if not out:
+        return message
+    out.append(message[copied:])
+    return "".join(out)
