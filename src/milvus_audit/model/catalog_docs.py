@@ -40,11 +40,13 @@ On failure: `milvus_audit.failure_reason` (`authentication`, `permission_denied`
 `not_found`, `invalid_argument`, `unavailable`, `resource_exhausted`, `timeout`,
 `unimplemented`, `server_error`, `client_error`, `blocked`), `error.type` (the Milvus
 error code name, gRPC status or exception class), `db.response.status_code` (the
-Milvus code or gRPC status name), `milvus_audit.error.message` (literals and secrets
-removed) and, for permission failures that name it, `milvus_audit.missing_privilege`.
+Milvus code or gRPC status name), `milvus_audit.error.message` (literals, secrets and
+every value the call carried as data removed) and, for permission failures that name it,
+`milvus_audit.missing_privilege`.
 
-Never exported: passwords, tokens, API keys, vectors, row contents, `filter_params`
-values, and (unless `capture_filters="raw"`) filter literals.
+Never exported: passwords, tokens, API keys, vectors, row contents, ids, `filter_params`
+values, and (unless `capture_filters="raw"`) filter literals. `db.query.text` and
+`milvus_audit.error.message` keep at most 2,048 characters, then `…[truncated]`.
 
 ## Request and response attributes by shape
 """
