@@ -36,16 +36,44 @@ _SHOWN = (
 )
 
 
+# What a terminal or a log viewer would act on instead of showing: C0 and C1 controls and
+# DEL (newline, carriage return and ESC forge lines or hide text with `ESC[8m`), the line
+# and paragraph separators, the bidi marks, embeddings, overrides and isolates (which
+# reorder what is shown), and lone surrogates (which no terminal encoding can write). The
+# backslash is escaped too, so an escape is never ambiguous.
+_NAMED = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_ESCAPES: dict[int, str] = {
+    **{code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0))},
+    **{code: f"\\u{code:04x}" for code in (0x061C, 0x200E, 0x200F, 0x2028, 0x2029, *range(0x202A, 0x202F),
+                                            *range(0x2066, 0x206A), *range(0xD800, 0xE000))},
+    **{ord(char): escaped for char, escaped in _NAMED.items()},
+}
+
+
+def printable(value: object) -> str:
+    """`value` as text that cannot forge, hide or reorder what a terminal shows: every
+    control character, DEL, U+2028/U+2029, bidi control and lone surrogate becomes a visible escape
+    (`\\n`, `\\x1b`, `\\u202e`), and a backslash becomes `\\\\`. Linear time; use it for
+    every human-readable output of values that came from outside."""
+    return str(value).translate(_ESCAPES)
+
+
+def _shown(value: Any) -> str:
+    text = printable(value)
+    if isinstance(value, str) and (" " in text or not text):
+        return "'" + text.replace("'", "\\'") + "'"
+    return text
+
+
 def render(timestamp: str, event_name: str, severity: str, attributes: dict[str, Any]) -> str:
     operation = attributes.get("db.operation.name") or attributes.get("milvus_audit.alert.rule") or ""
-    parts = [timestamp[11:23], f"{severity:<5}", event_name, str(operation)]
+    parts = [printable(timestamp[11:23]), f"{printable(severity):<5}", printable(event_name), printable(operation)]
     outcome = attributes.get("milvus_audit.outcome")
     if outcome:
-        parts.append(outcome)
-    parts.extend(f"{label}={attributes[key]!r}" if isinstance(attributes[key], str) and " " in attributes[key]
-                 else f"{label}={attributes[key]}" for key, label in _SHOWN if key in attributes)
+        parts.append(printable(outcome))
+    parts.extend(f"{label}={_shown(attributes[key])}" for key, label in _SHOWN if key in attributes)
     duration = attributes.get("milvus_audit.duration_ms")
-    if duration is not None:
+    if isinstance(duration, (int, float)):
         parts.append(f"{duration:.2f}ms")
     return " ".join(parts)
 

@@ -4,15 +4,25 @@ SIEM tools read.
 Each line has `timestamp` (RFC 3339, UTC, microseconds), `event_name`,
 `severity_text`, `trace_id` and `span_id` (lowercase hex, "" when absent),
 `attributes` (flat) and `resource` (flat). JSON escaping keeps every line one
-record, whatever the attribute values contain.
+record, whatever the attribute values contain. A file the exporter creates gets mode
+0600 (owner only) unless `file_mode` says otherwise; an existing file keeps its mode.
+
+`read_jsonl` and `iter_jsonl` read every format the product writes (otel, ECS, OCSF),
+plain or gzip, and refuse anything else with an error naming the file and line.
 """
 
 from __future__ import annotations
 
+import gzip
+import io
 import itertools
 import json
+import os
+import sys
 import threading
-from collections.abc import Callable, Mapping, Sequence
+import zlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import IO, Any
@@ -63,13 +73,34 @@ def to_otel_json(record: ReadableLogRecord) -> dict[str, Any]:
 Formatter = Callable[[dict[str, Any]], Any]
 
 
+def open_append(path: Path, file_mode: int) -> IO[str]:
+    """`path` opened for appending text; created with exactly `file_mode` (the umask does
+    not widen or narrow it), an existing file's mode left as it is."""
+    flags = os.O_WRONLY | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, file_mode)
+        try:
+            if hasattr(os, "fchmod"):
+                os.fchmod(fd, file_mode)
+            else:  # pragma: no cover - Windows
+                os.chmod(path, file_mode)
+        except BaseException:
+            os.close(fd)
+            raise
+    except FileExistsError:
+        fd = os.open(path, flags)
+    return open(fd, "a", encoding="utf-8")
+
+
 class JsonlExporter(LogRecordExporter):
     """Appends milvus-audit records to a file, one JSON line each, thread-safely."""
 
-    def __init__(self, path: str | Path, formatter: Formatter | None = None) -> None:
+    def __init__(self, path: str | Path, formatter: Formatter | None = None, *, file_mode: int = 0o600) -> None:
+        if not isinstance(file_mode, int) or isinstance(file_mode, bool) or not 0 <= file_mode <= 0o777:
+            raise ValueError(f"file_mode must be permission bits such as 0o600, not {file_mode!r}")
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file: IO[str] = self.path.open("a", encoding="utf-8")
+        self._file: IO[str] = open_append(self.path, file_mode)
         self._formatter = formatter
         self._lock = threading.Lock()
         self.exported = 0  # records handed to `export`, kept or not: how far the writer got
@@ -131,15 +162,159 @@ class JsonlProcessor(LogRecordProcessor):
         self._batch.shutdown()  # type: ignore[no-untyped-call]  # the SDK leaves it untyped
 
 
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Parse a JSONL audit file; a bad line raises naming the file and line."""
-    records = []
-    with Path(path).open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
+# -- reading ---------------------------------------------------------------------------
+STDIN = "-"  # read_jsonl("-") reads standard input
+MAX_LINE_BYTES = 64 * 1024 * 1024
+_GZIP_MAGIC = b"\x1f\x8b"
+_UNREAD_MAGIC = ((b"BZh", "bzip2"), (b"\xfd7zXZ\x00", "xz"), (b"\x28\xb5\x2f\xfd", "zstd"),
+                 (b"PK\x03\x04", "zip"), (b"PK\x05\x06", "zip"), (b"7z\xbc\xaf\x27\x1c", "7z"),
+                 (b"\x04\x22\x4d\x18", "lz4"))
+_JSON_TYPES = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean",
+               type(None): "null", dict: "an object"}
+# Per format (how `core_record` in integrity/verify.py tells them apart): where the
+# timestamp is, and which members must be objects when present.
+_CORE_OBJECTS = ("attributes", "resource")
+_ECS_OBJECTS = ("event", "milvus")
+_OCSF_OBJECTS = ("metadata", "unmapped")
+
+
+class JsonlError(ValueError):
+    """A line that is not an audit record: names the file and the line (1-based)."""
+
+    def __init__(self, path: str | Path, line: int, reason: str) -> None:
+        super().__init__(f"{path}:{line}: {reason}")
+        self.path = str(path)
+        self.line = line
+        self.reason = reason
+
+
+def _json_type(value: Any) -> str:
+    return _JSON_TYPES.get(type(value), type(value).__name__)
+
+
+@contextmanager
+def _open_binary(path: str | Path) -> Iterator[IO[bytes]]:
+    """The file's bytes, gunzipped when it is gzip (by its magic bytes); `-` is standard input.
+
+    Other compressed formats are refused by name rather than parsed as garbage."""
+    stdin = str(path) == STDIN
+    source: IO[bytes] = sys.stdin.buffer if stdin else Path(path).open("rb")
+    try:
+        raw = source
+        if isinstance(source, io.BufferedReader):
+            head = source.peek(8)[:8]
+        else:  # a standard input without peek(): read it whole
+            data = source.read()
+            raw, head = io.BytesIO(data), data[:8]
+        if head.startswith(_GZIP_MAGIC):
+            with gzip.GzipFile(fileobj=raw, mode="rb") as unzipped:
+                yield unzipped  # type: ignore[misc]  # GzipFile is an IO[bytes]
+            return
+        for magic, name in _UNREAD_MAGIC:
+            if head.startswith(magic):
+                raise JsonlError(path, 1, f"a {name}-compressed file, a format milvus-audit does not read "
+                                          "(decompress it first; gzip is read as is)")
+        yield raw
+    finally:
+        if not stdin:
+            source.close()
+
+
+def _lines(path: str | Path, handle: IO[bytes]) -> Iterator[tuple[int, bytes]]:
+    number = 0
+    while True:
+        try:
+            raw = handle.readline(MAX_LINE_BYTES + 1)
+        except (EOFError, OSError, zlib.error) as exc:  # a truncated or corrupt gzip stream
+            raise JsonlError(path, number + 1, f"unreadable compressed data: {exc}") from exc
+        if not raw:
+            return
+        number += 1
+        if len(raw) > MAX_LINE_BYTES:
+            raise JsonlError(path, number, f"a line longer than {MAX_LINE_BYTES >> 20} MiB: not an audit record")
+        yield number, raw
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate key {key!r}")
+        result[key] = value
+    return result
+
+
+def _timestamp(record: dict[str, Any]) -> tuple[str, Any, tuple[str, ...]]:
+    """(where the format keeps the timestamp, its value or None, the members that must be objects)."""
+    if "@timestamp" in record:  # ECS
+        return "@timestamp", record["@timestamp"], _ECS_OBJECTS
+    if "class_uid" in record:  # OCSF
+        metadata = record.get("metadata")
+        value = metadata.get("original_time") if isinstance(metadata, dict) else None
+        return "metadata.original_time", value, _OCSF_OBJECTS
+    return "timestamp", record.get("timestamp"), _CORE_OBJECTS
+
+
+def check_record(path: str | Path, line: int, record: Any) -> dict[str, Any]:
+    """The record if it has the shape every reader relies on (an object, an RFC 3339
+    timestamp with a time zone, objects where objects belong); else a `JsonlError`."""
+    if not isinstance(record, dict):
+        raise JsonlError(path, line, f"{_json_type(record)}, not an audit record (one JSON object per line)")
+    field, value, objects = _timestamp(record)
+    for member in objects:
+        if record.get(member) is not None and not isinstance(record[member], dict):
+            raise JsonlError(path, line, f"`{member}` is {_json_type(record[member])}, not an object")
+    if value is None:
+        raise JsonlError(path, line, f"no `{field}`: not an audit record")
+    if not isinstance(value, str):
+        raise JsonlError(path, line, f"`{field}` is {_json_type(value)}, not an RFC 3339 time string")
+    try:
+        if len(value) > 64:
+            raise ValueError("too long")
+        zone = datetime.fromisoformat(value.replace("Z", "+00:00")).tzinfo
+    except ValueError:
+        raise JsonlError(path, line, f"`{field}` {value[:64]!r} is not an RFC 3339 time") from None
+    if zone is None:
+        raise JsonlError(path, line, f"`{field}` {value!r} has no time zone (RFC 3339 needs Z or an offset)")
+    return record
+
+
+def iter_jsonl(path: str | Path, *, reject_duplicate_keys: bool = False) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, record) for each non-blank line of a JSONL audit file written as otel,
+    ECS or OCSF, plain or gzip (`-` reads standard input).
+
+    Anything else raises `JsonlError` naming the file and line: bytes that are not UTF-8,
+    a line that is not JSON, a JSON value that is not an object, a record without an
+    RFC 3339 timestamp (with a time zone), a compressed format other than gzip, and, with
+    `reject_duplicate_keys`, an object with a key twice (readers disagree on which wins).
+    """
+    hook = _unique_keys if reject_duplicate_keys else None
+    with _open_binary(path) as handle:
+        for number, raw in _lines(path, handle):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise JsonlError(path, number, f"not UTF-8 text (byte {exc.start}): binary data?") from None
+            if number == 1:
+                text = text.removeprefix("\ufeff")
+            if not text.strip(" \t\r\n"):
                 continue
             try:
-                records.append(json.loads(line))
+                record = json.loads(text, parse_constant=_no_constant, object_pairs_hook=hook)
             except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{number}: not a JSON audit record: {exc.msg}") from exc
-    return records
+                raise JsonlError(path, number, f"not JSON: {exc.msg} (column {exc.colno})") from None
+            except RecursionError:
+                raise JsonlError(path, number, "not an audit record: JSON nested too deeply") from None
+            except ValueError as exc:  # NaN/Infinity, duplicate keys, integers beyond the digit limit
+                raise JsonlError(path, number, f"not an audit record: {exc}") from None
+            yield number, check_record(path, number, record)
+
+
+def read_jsonl(path: str | Path, *, reject_duplicate_keys: bool = False) -> list[dict[str, Any]]:
+    """Parse a JSONL audit file (see `iter_jsonl`); a bad line raises `JsonlError` (a
+    `ValueError`) naming the file and line."""
+    return [record for _, record in iter_jsonl(path, reject_duplicate_keys=reject_duplicate_keys)]
