@@ -238,3 +238,106 @@ def test_incident_response_example_runs(tmp_path: Path) -> None:
     assert "milvus.alert" in run.stdout and "milvus.response" in run.stdout
     assert "AccessBlocked" in run.stdout
     assert "signature verified" in run.stdout
+
+
+class AnyMethod:
+    """A real HTTP endpoint that records every request of any method (it must receive nothing),
+    or, with `redirect_to`, answers each with a 302 there."""
+
+    def __init__(self, redirect_to: str | None = None) -> None:
+        self.requests: list[tuple[str, dict[str, str]]] = []
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _any(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                endpoint.requests.append((self.command, {k: v for k, v in self.headers.items()}))
+                self.send_response(302 if redirect_to else 200)
+                if redirect_to:
+                    self.send_header("Location", redirect_to)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_GET = do_POST = do_PUT = do_HEAD = _any
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def drop_to_alert(lite_uri: str, telemetry: Telemetry, action: Any, enduser: str = "ops") -> Any:
+    client = milvus_audit.MilvusClient(lite_uri, audit=telemetry.config(
+        detection=rules_only("destructive_operation"), playbooks=[Playbook(actions=[action])]))
+    seeded(client, "doomed", rows=3)
+    with milvus_audit.enduser(enduser):
+        client.drop_collection("doomed")
+    assert responder_of(client).worker.join()
+    return client
+
+
+def test_promise_webhook_url_is_a_credential_never_exported(lite_uri: str, telemetry: Telemetry,
+                                                           hook: Receiver) -> None:
+    import re
+
+    token = "T0123/B0456/xoxbS3cretHookToken"
+    hook.fail_first = 0
+    delivered = Webhook(f"{hook.url}/services/{token}?code=Sig-Qu3ry-Secret", backoff_s=0.01)
+    dead = AnyMethod()
+    dead.stop()  # nothing listens there any more
+    refused = Webhook(f"http://127.0.0.1:{dead.port}/services/{token}", retries=0)
+    bad_scheme = Webhook(f"hxxps://hooks.slack.com/services/{token}", retries=0)  # urllib repeats the URL
+    bad_port = Webhook(f"http://hooks.slack.com:{token}/x", retries=0)
+    for action in (delivered, refused, bad_scheme, bad_port):
+        telemetry.clear()
+        drop_to_alert(lite_uri, telemetry, action)
+        (record,) = responses(telemetry)
+        target = record["milvus_audit.response.target"]
+        assert re.fullmatch(r"[a-z]+://[^/#?@]*#fp=[0-9a-f]{16}", target), target
+        assert token not in str(record) and "Qu3ry" not in str(record) and "S3cret" not in str(record)
+        exported = telemetry.exported_bytes()
+        assert b"S3cretHookToken" not in exported and b"Qu3ry" not in exported
+        if action is not delivered:
+            assert record["milvus_audit.response.outcome"] == "failure"
+            assert record["milvus_audit.response.error"]
+    assert len(hook.requests) == 1
+    assert "S3cret" not in repr(delivered)  # nor in a repr that lands in a log
+    # the same URL has the same fingerprint within the process, another URL another one
+    assert Webhook(delivered.url).target == delivered.target != Webhook(delivered.url + "x").target
+    assert delivered.target.startswith(f"http://127.0.0.1:{hook.url.split(':')[2].split('/')[0]}#fp=")
+
+
+def test_promise_webhook_redirect_is_a_failed_delivery(lite_uri: str, telemetry: Telemetry) -> None:
+    elsewhere = AnyMethod()
+    redirector = AnyMethod(redirect_to=elsewhere.url)
+    try:
+        drop_to_alert(lite_uri, telemetry, Webhook(redirector.url, secret=SECRET, backoff_s=0.01))
+        assert [method for method, _ in redirector.requests] == ["POST"]  # a 3xx is not retried
+        assert elsewhere.requests == []  # the signed request never went on to another host
+        (record,) = responses(telemetry)
+        assert record["milvus_audit.response.outcome"] == "failure"
+        assert "302" in record["milvus_audit.response.error"]
+    finally:
+        elsewhere.stop()
+        redirector.stop()
+
+
+def test_promise_slack_markup_cannot_be_injected(lite_uri: str, telemetry: Telemetry, hook: Receiver) -> None:
+    hook.fail_first = 0
+    hostile = "<!channel> <https://evil.example|Alert resolved> & <@U024BE7LH>"
+    drop_to_alert(lite_uri, telemetry, Webhook(hook.url, format="slack"), enduser=hostile)
+    payload = json.loads(hook.requests[0][1])
+    texts = [payload["text"]] + [part for attachment in payload["attachments"] for field in attachment["fields"]
+                                 for part in (field["title"], field["value"])]
+    assert "&lt;!channel&gt; &lt;https://evil.example|Alert resolved&gt; &amp; &lt;@U024BE7LH&gt;" in payload["text"]
+    assert not any("<" in text or ">" in text for text in texts)
+    assert any("&lt;!channel&gt;" in field["value"] for field in payload["attachments"][0]["fields"])
+    assert all("&amp;amp;" not in text for text in texts)  # escaped once
+    assert payload["text"].startswith(":rotating_light: [high] destructive_operation")

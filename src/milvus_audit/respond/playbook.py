@@ -19,7 +19,7 @@ import yaml
 from milvus_audit import semconv
 from milvus_audit.auditing.gates import SCOPES, BlockList, principal_for
 from milvus_audit.detect.rules import SEVERITIES, RulesError
-from milvus_audit.respond.webhook import DeliveryWorker, post_json
+from milvus_audit.respond.webhook import DeliveryWorker, post_json, target_of
 
 if TYPE_CHECKING:
     from milvus_audit.detect.engine import Alert
@@ -61,40 +61,58 @@ class ResponseContext:
         self.emitter.emit_record(RESPONSE_EVENT, "WARN" if outcome == "failure" else "INFO", attributes)
 
 
+def slack_escape(text: object) -> str:
+    """Text as Slack shows it, never as markup: `&`, `<` and `>` escaped as Slack documents,
+    so `<!channel>`, `<@U123>` and `<https://evil|label>` in user-controlled values stay text."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 @dataclass
 class Webhook:
-    """POST the alert as JSON; signed when `secret` is set; `format="slack"` for Slack-compatible payloads."""
+    """POST the alert as JSON; signed when `secret` is set; `format="slack"` for Slack-compatible payloads.
 
-    url: str
-    secret: str | bytes | None = None
+    The URL is a credential: records name the target as `target` (scheme, host and an
+    HMAC fingerprint keyed with `fingerprint_key`, or a per-process key), never the URL.
+    """
+
+    url: str = field(repr=False)
+    secret: str | bytes | None = field(default=None, repr=False)
     format: Literal["generic", "slack"] = "generic"
     timeout_s: float = 5.0
     retries: int = 3
     backoff_s: float = 0.5
+    fingerprint_key: str | bytes | None = field(default=None, repr=False)
     name = "webhook"
+
+    @property
+    def target(self) -> str:
+        """`scheme://host[:port]#fp=<16 hex>`: what the `milvus.response` record says."""
+        return target_of(self.url, self.fingerprint_key)
 
     def payload(self, alert: Alert) -> dict[str, Any]:
         body = {"timestamp_ns": alert.timestamp_ns, **alert.attributes()}
         if self.format == "slack":
-            return {"text": f":rotating_light: [{alert.severity}] {alert.rule}: {alert.summary}",
-                    "attachments": [{"fields": [{"title": k, "value": str(v), "short": True}
+            text = f":rotating_light: [{alert.severity}] {alert.rule}: {alert.summary}"
+            return {"text": slack_escape(text),
+                    "attachments": [{"fields": [{"title": slack_escape(k), "value": slack_escape(v), "short": True}
                                                 for k, v in body.items()]}]}
         return body
 
     def run(self, alert: Alert, context: ResponseContext) -> None:
         payload = self.payload(alert)
+        target = self.target
 
         def deliver() -> None:
             ok, error, attempts = post_json(self.url, payload, secret=self.secret, timeout_s=self.timeout_s,
                                             retries=self.retries, backoff_s=self.backoff_s)
-            context.record(self.name, alert, self.url, "success" if ok else "failure", error=error,
+            context.record(self.name, alert, target, "success" if ok else "failure", error=error,
                            extra={"milvus_audit.response.attempts": attempts})
 
         def abandon() -> None:
-            context.record(self.name, alert, self.url, "abandoned", error="shutdown before delivery")
+            context.record(self.name, alert, target, "abandoned", error="shutdown before delivery")
 
         if not context.worker.submit(deliver, abandon):
-            context.record_queue_full(self.name, alert, self.url)
+            context.record_queue_full(self.name, alert, target)
 
 
 @dataclass
@@ -268,8 +286,9 @@ def playbooks_from_yaml(path: str | Path) -> list[Playbook]:
             actions: list[ResponseAction] = []
             for action in data.get("actions", []):
                 if not isinstance(action, dict) or len(action) != 1 or next(iter(action)) not in _YAML_ACTIONS:
+                    shown = sorted(map(str, action)) if isinstance(action, dict) else type(action).__name__
                     raise RulesError(f"{path}:{line}: each action is one of {sorted(_YAML_ACTIONS)} "
-                                     f"with its settings, got {action!r}")
+                                     f"with its settings, got {shown}")  # not the values: a URL is a credential
                 kind, settings = next(iter(action.items()))
                 try:
                     actions.append(_YAML_ACTIONS[kind](**(settings or {})))

@@ -2,6 +2,13 @@
 
 With a secret, each request carries `X-Milvus-Audit-Timestamp` (unix seconds) and
 `X-Milvus-Audit-Signature: sha256=<hex>`, the HMAC-SHA256 of `"{timestamp}.{body}"`.
+
+Redirects are never followed: a 3xx answer is a failed delivery (following one would turn
+the signed POST into a GET to wherever the answer points, carrying the signature).
+
+A webhook URL is a credential (Slack's and Teams' carry their token in the path), so it is
+never exported: records name the target as `target_of(url)`, the scheme, the host (and
+port) and a keyed fingerprint, and error texts never contain the URL or its parts.
 """
 
 from __future__ import annotations
@@ -11,16 +18,79 @@ import hmac
 import json
 import os
 import queue
+import secrets
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
-from typing import Any
+from typing import IO, Any
 
 from milvus_audit.runtime.worker import LIFECYCLE, Stage, background_thread
 
 Job = Callable[[], object]
+
+_PROCESS_KEY = secrets.token_bytes(32)  # fingerprints webhook URLs when no key is configured
+
+
+def target_of(url: str, key: str | bytes | None = None) -> str:
+    """What records say a webhook posts to: `scheme://host[:port]#fp=<16 hex>`, the fingerprint
+    being HMAC-SHA256(key, url) (the per-process key unless one is configured). The same URL
+    has the same fingerprint under the same key; the URL cannot be read back from it."""
+    secret = key.encode() if isinstance(key, str) else (key or _PROCESS_KEY)
+    fingerprint = hmac.new(secret, url.encode("utf-8", "replace"), hashlib.sha256).hexdigest()[:16]
+    try:
+        parts = urllib.parse.urlsplit(url)
+        scheme, host = parts.scheme.lower(), parts.hostname or ""
+    except ValueError:
+        scheme, host = "", ""
+    if not scheme.isascii() or not all(c.isalnum() or c in "+-." for c in scheme):
+        scheme = ""
+    if not all(c.isalnum() or c in "-._:" for c in host):
+        host = ""
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = parts.port if host else None
+    except ValueError:
+        port = None
+    return f"{scheme or 'invalid'}://{host}{f':{port}' if port else ''}#fp={fingerprint}"
+
+
+def _url_pieces(url: str) -> list[str]:
+    """Every part of `url` that may be secret, longest first (to scrub them from error texts)."""
+    pieces = {url, url.partition("://")[2]}
+    try:
+        parts = urllib.parse.urlsplit(url)
+        netloc = parts.netloc
+        pieces.update({netloc, parts.path, parts.query, parts.fragment, netloc.rpartition("@")[0],
+                       netloc.rpartition(":")[2], parts.path + "?" + parts.query})
+        pieces.update(p for p in parts.path.split("/"))
+        pieces.update(v for pair in parts.query.split("&") for v in pair.split("="))
+    except ValueError:
+        pass
+    for text in list(pieces):
+        pieces.add(urllib.parse.unquote(text))
+    return sorted((p for p in pieces if len(p) >= 3), key=len, reverse=True)
+
+
+def scrub_url(text: str, url: str) -> str:
+    """`text` with the URL and every part of it that may be a credential replaced by `<url>`."""
+    for piece in _url_pieces(url):
+        text = text.replace(piece, "<url>")
+    return text
+
+
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    """A 3xx stays a 3xx (an HTTPError): the signed POST is never re-sent elsewhere, nor as a GET."""
+
+    def redirect_request(self, req: urllib.request.Request, fp: IO[bytes], code: int, msg: str,
+                         headers: Any, newurl: str) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_RefuseRedirects())
 
 
 def sign(secret: str | bytes, timestamp: int, body: bytes) -> str:
@@ -139,7 +209,9 @@ class DeliveryWorker:
 
 def post_json(url: str, payload: dict[str, Any], *, secret: str | bytes | None, timeout_s: float,
               retries: int, backoff_s: float, clock: Callable[[], float] = time.time) -> tuple[bool, str, int]:
-    """POST with retries and exponential backoff; return (ok, error, attempts)."""
+    """POST with retries and exponential backoff; return (ok, error, attempts). A 2xx is a
+    delivery; a 3xx (never followed) or a 4xx other than 429 fails at once; 5xx, 429 and
+    network errors are retried. The error text never contains the URL."""
     body = json.dumps(payload, separators=(",", ":"), default=str).encode()
     error = ""
     for attempt in range(1, retries + 2):
@@ -148,18 +220,29 @@ def post_json(url: str, payload: dict[str, Any], *, secret: str | bytes | None, 
             timestamp = int(clock())
             headers["X-Milvus-Audit-Timestamp"] = str(timestamp)
             headers["X-Milvus-Audit-Signature"] = sign(secret, timestamp, body)
-        request = urllib.request.Request(url, data=body, headers=headers, method="POST")
         try:
-            with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+            with _OPENER.open(request, timeout=timeout_s) as response:
                 if 200 <= response.status < 300:
                     return True, "", attempt
                 error = f"HTTP {response.status}"
+                if 300 <= response.status < 400:
+                    return False, f"{error}: redirects are not followed", attempt
         except urllib.error.HTTPError as exc:
             error = f"HTTP {exc.code}"
+            if 300 <= exc.code < 400:
+                return False, f"{error}: redirects are not followed", attempt
             if 400 <= exc.code < 500 and exc.code != 429:
                 return False, error, attempt  # the receiver refused it: retrying will not help
-        except (OSError, urllib.error.URLError) as exc:
-            error = type(exc).__name__
+        except urllib.error.URLError as exc:
+            reason = exc.reason
+            detail = reason.strerror if isinstance(reason, OSError) and reason.strerror else str(reason)
+            error = scrub_url(f"URLError: {type(reason).__name__}: {detail}"
+                              if isinstance(reason, OSError) else f"URLError: {detail}", url)
+        except OSError as exc:
+            error = scrub_url(f"{type(exc).__name__}: {exc.strerror or ''}".rstrip(": "), url)
+        except Exception as exc:  # e.g. an invalid URL: its text would repeat the URL
+            return False, f"{type(exc).__name__}: invalid webhook URL", attempt
         if attempt <= retries:
             time.sleep(backoff_s * (2 ** (attempt - 1)))
     return False, error, retries + 1
