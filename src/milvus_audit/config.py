@@ -51,6 +51,9 @@ class AuditConfig:
     - `fail_closed`: refuse Milvus calls with `AuditUnavailable` when their record
       cannot be durably written (the spool of `configure(spool_dir=...)` is full under
       `spool_on_full="fail"`, unwritable, or absent). Default: fail open, counting drops.
+    - `propagate`: send each call's trace context to the server (`traceparent` and
+      `client-request-id` gRPC metadata), so that the server's access log names the same
+      trace id as the record; False leaves the client's RPCs as they are.
     - `clock`: seconds since the epoch for record timestamps and rule windows
       (default `time.time`); inject one for deterministic tests.
 
@@ -72,6 +75,7 @@ class AuditConfig:
     checkpoint_every: int = 1000
     checkpoint_interval_s: float = 60.0
     fail_closed: bool = False
+    propagate: bool = True
     # What `wiring.runtime_for()` built for this configuration (emitter, gates, sinks, handlers).
     _runtime: object = field(default=None, init=False, repr=False, compare=False)
     # The spools whose health fail-closed mode checks: set by `AuditPipeline.audit_config()`;
@@ -114,7 +118,7 @@ class AuditConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise ConfigError(f"AuditConfig.{name} must be a positive number, not {value!r}")
-        for name in ("fail_closed",):
+        for name in ("fail_closed", "propagate"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"AuditConfig.{name} must be True or False, not {getattr(self, name)!r}")
         for name in ("integrity_key", "credential_key"):

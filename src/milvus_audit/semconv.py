@@ -17,6 +17,7 @@ ALERT_EVENT: Final = "milvus.alert"
 RESPONSE_EVENT: Final = "milvus.response"
 CHECKPOINT_EVENT: Final = "milvus.audit.checkpoint"
 GAP_EVENT: Final = "milvus.audit.gap"
+SERVER_ACCESS_EVENT: Final = "milvus.server.access"  # one line of the Milvus proxy's access log
 EVENT_PREFIX: Final = "milvus."
 
 # -- severities (`severity_text`) -----------------------------------------------------
@@ -79,6 +80,8 @@ USER_NAME: Final = "user.name"
 ENDUSER_ID: Final = "enduser.id"
 ERROR_TYPE: Final = "error.type"
 CODE_FUNCTION_NAME: Final = "code.function.name"
+CLIENT_PORT: Final = "client.port"
+RPC_METHOD: Final = "rpc.method"
 
 # -- attributes: Milvus request shape (db.milvus.*) ------------------------------------
 DB_MILVUS_NQ: Final = "db.milvus.nq"
@@ -107,8 +110,16 @@ OBJECT_TYPE: Final = "milvus_audit.object_type"
 OBJECT_NAME: Final = "milvus_audit.object_name"
 ITERATOR_PAGE: Final = "milvus_audit.iterator.page"
 SESSION_CLUSTER_ID: Final = "milvus_audit.session.cluster_id"
+CLIENT_REQUEST_ID: Final = "milvus_audit.client_request_id"
 STREAM: Final = "milvus_audit.stream"
 SEQ: Final = "milvus_audit.seq"
+
+# -- attributes of server access records (`milvus.server.access`, milvus_audit.serverlog) ----
+SOURCE: Final = "milvus_audit.source"  # "server" on records parsed from the server's access log
+SOURCE_SERVER: Final = "server"
+SERVER_STATUS: Final = "milvus_audit.server.status"  # the access log's $method_status, raw
+SDK: Final = "milvus_audit.sdk"  # the access log's $sdk_version
+SERVER_RECORD_ID: Final = "milvus_audit.server.record_id"  # stable per line: duplicates share it
 
 ALERT_ID: Final = "milvus_audit.alert.id"
 ALERT_RULE: Final = "milvus_audit.alert.rule"

@@ -12,6 +12,7 @@ import pymilvus
 from milvus_audit import semconv
 from milvus_audit.auditing.auditor import Auditor
 from milvus_audit.config import AuditConfig
+from milvus_audit.instrumentation.propagation import mark, propagating
 from milvus_audit.instrumentation.proxy import AuditedClient, AuditedObject, build_proxy_class
 from milvus_audit.model.catalog import lookup
 from milvus_audit.model.identity import ConnectionInfo, credential_key
@@ -30,11 +31,15 @@ _BARE_CONSTRUCTION: contextvars.ContextVar[bool] = contextvars.ContextVar("milvu
 
 
 def audited_connect(info: ConnectionInfo, config: AuditConfig, construct: Callable[[], T],
-                    extra: dict[str, Any] | None = None) -> tuple[T, Auditor]:
-    """Run `construct` (which connects) through the call path, audited as `connect`."""
+                    extra: dict[str, Any] | None = None, client: Any = None) -> tuple[T, Auditor]:
+    """Run `construct` (which connects) through the call path, audited as `connect`; `client` is
+    the pymilvus client it builds, when it is not what `construct` returns."""
     auditor = Auditor(runtime_for(config), info)
-    with auditor.call(_CONNECT, (), {}, {semconv.TLS: info.tls, **(extra or {})}) as call:
+    with auditor.call(_CONNECT, (), {}, {semconv.TLS: info.tls, **(extra or {})}) as call, \
+            propagating(config.propagate):
         result = call.returned(construct())
+    if config.propagate:
+        mark(client if client is not None else result)
     return result, auditor
 
 

@@ -113,7 +113,7 @@ def _audited_init(cls: type, config: AuditConfig) -> Callable[..., None]:
             wrapped(*args, **kwargs)
             return
         info = connection_info(cls, args, kwargs, config)
-        _, auditor = audited_connect(info, config, lambda: wrapped(*args, **kwargs))
+        _, auditor = audited_connect(info, config, lambda: wrapped(*args, **kwargs), client=instance)
         instance.__dict__[AUDITOR] = auditor
 
     return __init__

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from milvus_audit import semconv
 from milvus_audit.model.catalog import Operation, Shape
 from milvus_audit.model.sanitize import bounded, sanitize_filter
 
@@ -256,6 +257,8 @@ class CallPlan:
             fields.append((attribute, slot(parameter), _name))
         for parameter, attribute, transform in _SHAPE_FIELDS[operation.shape]:
             fields.append((attribute, slot(parameter), transform))
+        # pymilvus sends it as `client-request-id`; the server may log it as the trace id
+        fields.append((semconv.CLIENT_REQUEST_ID, Slot("client_request_id", None), _name))
 
         static: dict[str, Any] = {
             "db.operation.name": operation.name,

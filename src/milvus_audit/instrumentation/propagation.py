@@ -1,0 +1,161 @@
+"""Trace propagation to the Milvus server: every RPC of an audited client carries its call's trace id.
+
+The server's access log then names the same trace id as the client record (`milvus_audit
+reconcile` joins them), and the server's own spans join the trace. On each RPC, made
+inside an audited call (connect included), the channel sends:
+
+- `traceparent`: `00-<trace id>-<span id>-<flags>`, the current span's context. The flags
+  are the W3C sampled bit only: Milvus 2.3 ignores a `traceparent` whose flags carry the
+  level-2 "random trace id" bit that OpenTelemetry Python sets (`03`).
+- `client-request-id`: the trace id in 32 hex digits, unless the application passed its
+  own `client_request_id` (recorded as `milvus_audit.client_request_id`).
+
+It is an interceptor added once per channel, when an audited client creates the channel
+(`AuditConfig(propagate=False)` leaves it out); nothing is rebuilt per call. Channels a
+bare client created before (pymilvus shares a connection between clients with the same
+URI and token) carry no interceptor. Needs pymilvus 3; with older versions nothing is sent.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, NamedTuple
+
+import grpc
+import wrapt
+from opentelemetry import trace
+
+# Set while an audited client that propagates builds its connection. An asyncio client builds
+# it later, on first use: the client is marked, and its connection manager call sets it then.
+_INSTALLING: contextvars.ContextVar[bool] = contextvars.ContextVar("milvus_audit_propagate", default=False)
+_CLIENT_FLAG = "_milvus_audit_propagate"
+_REQUEST_ID = "client-request-id"
+
+
+def trace_headers(metadata: Any) -> list[tuple[str, Any]] | None:
+    """`metadata` plus the current span's `traceparent` (and request id); None without a span."""
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return None
+    trace_hex = f"{context.trace_id:032x}"
+    flags = "01" if context.trace_flags.sampled else "00"
+    headers = [(key, value) for key, value in (metadata or ()) if key != "traceparent"]
+    headers.append(("traceparent", f"00-{trace_hex}-{context.span_id:016x}-{flags}"))
+    for index, (key, value) in enumerate(headers):
+        if key == _REQUEST_ID:
+            if not value:  # pymilvus always sends one; empty unless the application chose it
+                headers[index] = (_REQUEST_ID, trace_hex)
+            break
+    else:
+        headers.append((_REQUEST_ID, trace_hex))
+    return headers
+
+
+class _Details(NamedTuple):
+    method: str
+    timeout: float | None
+    metadata: Any
+    credentials: Any
+    wait_for_ready: bool | None
+    compression: Any
+
+
+class _CallDetails(_Details, grpc.ClientCallDetails):  # type: ignore[misc]
+    """`grpc.ClientCallDetails` with new metadata (the grpc docs' recipe)."""
+
+
+class Propagator(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):  # type: ignore[misc]
+    """Adds the trace headers to every call of a synchronous channel."""
+
+    def _details(self, details: Any) -> Any:
+        headers = trace_headers(details.metadata)
+        if headers is None:
+            return details
+        return _CallDetails(details.method, details.timeout, headers, details.credentials,
+                            getattr(details, "wait_for_ready", None), getattr(details, "compression", None))
+
+    def intercept_unary_unary(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
+        return continuation(self._details(details), request)
+
+
+class AsyncPropagator(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """Adds the trace headers to every call of an asyncio channel."""
+
+    async def intercept_unary_unary(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
+        headers = trace_headers(details.metadata)
+        if headers is not None:
+            details = grpc.aio.ClientCallDetails(details.method, details.timeout, grpc.aio.Metadata(*headers),
+                                                 details.credentials, details.wait_for_ready)
+        return await continuation(details, request)
+
+
+@contextmanager
+def propagating(enabled: bool) -> Iterator[None]:
+    """Channels created inside this block (by a client's constructor) get the interceptor."""
+    if not enabled:
+        yield
+        return
+    _install_hooks()
+    token = _INSTALLING.set(True)
+    try:
+        yield
+    finally:
+        _INSTALLING.reset(token)
+
+
+def mark(client: Any) -> None:
+    """An asyncio client that connects on first use: its channel gets the interceptor then."""
+    if client is not None and hasattr(client, "__dict__"):
+        client.__dict__[_CLIENT_FLAG] = True
+
+
+_HOOKED = False
+
+
+def _install_hooks() -> None:
+    """Wrap pymilvus's channel factories once per process (pymilvus 3 names them)."""
+    global _HOOKED
+    if _HOOKED:
+        return
+    _HOOKED = True
+    try:
+        wrapt.wrap_function_wrapper("pymilvus.client.grpc_handler", "GrpcHandler._create_grpc_channel", _sync_channel)
+        wrapt.wrap_function_wrapper("pymilvus.client.async_grpc_handler", "AsyncGrpcHandler._create_channel",
+                                    _async_channel)
+        wrapt.wrap_function_wrapper("pymilvus.client.connection_manager", "AsyncConnectionManager.get_or_create",
+                                    _deferred_connect)
+    except (AttributeError, ImportError):  # an older pymilvus: records are still written, unjoined
+        return
+
+
+def _sync_channel(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    channel = wrapped(*args, **kwargs)
+    return grpc.intercept_channel(channel, Propagator()) if _INSTALLING.get() else channel
+
+
+def _async_channel(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    channel = wrapped(*args, **kwargs)
+    interceptors = getattr(channel, "_unary_unary_interceptors", None)
+    if _INSTALLING.get() and isinstance(interceptors, list):  # where pymilvus adds its own
+        interceptors.append(AsyncPropagator())
+    return channel
+
+
+def _deferred_connect(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
+                      kwargs: dict[str, Any]) -> Any:
+    client = kwargs.get("client")
+    if not getattr(client, "__dict__", {}).get(_CLIENT_FLAG):
+        return wrapped(*args, **kwargs)
+
+    async def connect() -> Any:
+        token = _INSTALLING.set(True)
+        try:
+            return await wrapped(*args, **kwargs)
+        finally:
+            _INSTALLING.reset(token)
+    return connect()
