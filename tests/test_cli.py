@@ -352,3 +352,10 @@ def test_promise_jsonl_files_are_private_by_default(tmp_path: Path) -> None:
         os.umask(old)
     with pytest.raises(ValueError, match="file_mode"):
         JsonlExporter(tmp_path / "x.jsonl", file_mode=0o7777)
+
+
+def test_promise_verify_expect_streams_is_wired(written: dict[str, Any]) -> None:
+    key_file = written["keys"] / "integrity.key"
+    assert cli("verify", written["otel"], "--key-file", key_file, "--expect-streams", "1").returncode == 0
+    two = cli("verify", written["otel"], "--key-file", key_file, "--expect-streams", "2")
+    assert two.returncode == 1 and "stream" in two.stdout, two.stdout + two.stderr

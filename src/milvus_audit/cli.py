@@ -153,6 +153,9 @@ def _verify(args: argparse.Namespace) -> int:
         raise CliError("verify: give --key/--key-file (or MILVUS_AUDIT_INTEGRITY_KEY) and/or --public-key")
     expect: dict[str, Any] = {"expect_streams": args.expect_streams} if args.expect_streams is not None else {}
     reports = verify(args.files, key=key, public_key=public_key, allow_open=args.allow_open, **expect)
+    unreadable = [finding for report in reports for finding in report.findings if finding.kind == "unreadable"]
+    if unreadable:  # input the tool cannot use is exit 2, one line, like every other command's
+        raise CliError(f"{unreadable[0].where}: {unreadable[0].detail}")
     if not reports:
         names = ", ".join(printable(path) for path in args.files)
         print(f"milvus-audit verify: no chained records in {names}", file=sys.stderr)
