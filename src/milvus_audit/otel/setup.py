@@ -138,6 +138,9 @@ def configure(
     appended to a local spool (fsync `always`, `interval` or `never`) before a
     background exporter sends it, retrying forever; at most `spool_max_bytes` on disk,
     then `spool_on_full` (`drop_oldest` with a `milvus.audit.gap` record, or `fail`).
+    Processes may share one `spool_dir` (each writes its own locked sub-spool; each
+    exporter also delivers the sub-spools of processes that died), and `spool_max_bytes`
+    applies to each process.
     """
     attributes = {SERVICE_NAME: service_name} if service_name else {}
     resource = Resource.create(attributes)
@@ -154,7 +157,11 @@ def configure(
         spans, logs, metric_exporter = _otlp_exporters(endpoint, protocol, headers, insecure)
         tracer_provider.add_span_processor(BatchSpanProcessor(spans))  # type: ignore[arg-type]
         if spool_dir is not None:
-            spool = Spool(spool_dir, fsync=spool_fsync, max_bytes=spool_max_bytes, on_full=spool_on_full)
+            try:
+                spool = Spool(spool_dir, fsync=spool_fsync, max_bytes=spool_max_bytes, on_full=spool_on_full)
+            except OSError as exc:  # never run with a spool that cannot take records
+                raise OSError(exc.errno, f"configure(spool_dir={str(spool_dir)!r}): cannot set up this "
+                                         f"process's spool there: {exc.strerror or exc}") from exc
             logger_provider.add_log_record_processor(SpoolProcessor(spool, logs))
         else:
             logger_provider.add_log_record_processor(BatchLogRecordProcessor(logs))
