@@ -4,6 +4,15 @@ Each function takes one record in the core JSONL format (a dict, as parsed from 
 line) and returns the same event in another schema. Which OCSF class and activity a
 call maps to comes from the operation catalog (`Category`, `Action`), not from method
 names.
+
+ECS and OCSF lines carry the whole core, so that `milvus-audit verify` can authenticate
+every field of them: the timestamp, the event name and the raw attributes (ECS
+`@timestamp`, `event.code`, `milvus`; OCSF `metadata.original_time`,
+`metadata.log_name`, `unmapped`), and the OpenTelemetry envelope as written in the core
+format (`severity_text`, `trace_id`, `span_id`, `resource`) under `otel` (ECS: a
+top-level object; OCSF: `unmapped.otel`, since OCSF admits unknown members only in
+`unmapped`; no attribute is named `otel`). Every other field is derived from these by
+the functions below, and verify re-derives it.
 """
 
 from __future__ import annotations
@@ -33,6 +42,15 @@ _PRIVILEGE_ACTIVITY = {Action.ROLE_GRANT: 1, Action.PRIVILEGE_GRANT: 1, Action.R
 
 def _attributes(record: Mapping[str, Any]) -> Mapping[str, Any]:
     return record.get("attributes") or {}
+
+
+ENVELOPE = "otel"  # ECS: a top-level object; OCSF: a member of `unmapped`, next to the attributes
+
+
+def envelope(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The core fields ECS and OCSF have no faithful place for, verbatim (ECS `otel`, OCSF `unmapped.otel`)."""
+    return {"severity_text": record.get("severity_text") or "", "trace_id": record.get("trace_id") or "",
+            "span_id": record.get("span_id") or "", "resource": dict(record.get("resource") or {})}
 
 
 def _operation(record: Mapping[str, Any]) -> Operation:
@@ -124,6 +142,7 @@ def to_ecs(record: Mapping[str, Any]) -> dict[str, Any]:
     if resource.get("host.name"):  # the audited application is the source of the Milvus call
         out["source"] = {"address": resource["host.name"], "domain": resource["host.name"]}
     out["milvus"] = dict(attributes)
+    out[ENVELOPE] = envelope(record)
     return out
 
 
@@ -167,7 +186,7 @@ def to_ocsf(record: Mapping[str, Any]) -> dict[str, Any]:
         "time": parse_rfc3339(str(record["timestamp"])) // 1_000_000,
         "metadata": {"version": OCSF_VERSION, "product": PRODUCT,
                      "log_name": str(record.get("event_name") or ""), "original_time": record.get("timestamp")},
-        "unmapped": dict(attributes),
+        "unmapped": {**attributes, ENVELOPE: envelope(record)},  # OCSF admits nothing unknown elsewhere
     }
     if "milvus_audit.outcome" in attributes:
         event["status_id"] = 2 if failed else 1

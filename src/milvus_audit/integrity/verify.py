@@ -1,16 +1,27 @@
 """`milvus-audit verify`: check a recorded audit stream's chain and checkpoints.
 
-Reports the first broken position of each stream: a modified record (chain
-mismatch), deleted records (a gap in `seq`), an inserted or reordered record (`seq`
-out of order, or a chain that does not link), a forged checkpoint (bad signature, or
-a head that is not the chain's), and a truncated tail (no final checkpoint: the file
-ends after the last checkpoint, so what followed it may have been cut).
+Every line is read as written, in any format the product writes (otel, ECS, OCSF). Its
+core (timestamp, event name, severity text, trace and span ids, attributes, resource)
+is what the chain authenticates, and every other field of the line must be exactly
+what the writer derives from that core: a field added, removed or changed anywhere in
+the line is a finding, as is a key given twice (readers disagree on which one wins).
+
+Reports the first broken position of each stream: a modified record (chain mismatch,
+or a field not derived from the core), deleted records (a gap in `seq`), an inserted
+or reordered record (`seq` out of order, or a chain that does not link), a forged
+checkpoint (bad signature, or a head or count that is not the chain's), records after
+the stream's final checkpoint (`after_final`), a wrong key (`wrong_key`: the key id
+the stream states is not the given key's), and a truncated tail (no final checkpoint:
+what followed the last checkpoint may have been cut). Input without any chained record
+(`empty`), or with another number of streams than expected (`streams`), fails too; a
+line that cannot be read is `unreadable`, naming the file and line.
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,25 +29,38 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from milvus_audit.export.jsonl import read_jsonl
+from milvus_audit.export.formats import ENVELOPE, to_ecs, to_ocsf
+from milvus_audit.export.jsonl import iter_jsonl
 from milvus_audit.integrity.chain import (
     CHAIN,
     CHECKPOINT_EVENT,
+    COVERS,
     FINAL,
     GENESIS,
     HEAD,
+    KEY_ID,
     SEQ,
     SIGNATURE,
+    SIGNER,
     STREAM,
     canonical,
+    canonical_resource,
     checkpoint_message,
+    key_id,
     link,
+    signer_id,
 )
+
+CORE_KEYS = ("timestamp", "event_name", "severity_text", "trace_id", "span_id", "attributes", "resource")
+_OBJECTS = ("attributes", "resource")
+_DUMPS = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str).encode
 
 
 @dataclass
 class Finding:
-    kind: str  # modified | deleted | inserted_or_reordered | forged_checkpoint | truncated | unchained
+    # modified | deleted | inserted_or_reordered | forged_checkpoint | truncated | unchained | after_final
+    # | wrong_key | empty | streams | unreadable
+    kind: str
     where: str
     detail: str
 
@@ -54,66 +78,197 @@ class StreamReport:
     findings: list[Finding] = field(default_factory=list)
 
 
+def _obj(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _format(record: dict[str, Any]) -> str:
+    if "@timestamp" in record:
+        return "ecs"
+    if "class_uid" in record:
+        return "ocsf"
+    return "otel"
+
+
 def core_record(record: dict[str, Any]) -> dict[str, Any]:
-    """The core form of a JSONL line written as otel, ECS or OCSF."""
-    if "@timestamp" in record:  # ECS: raw attributes under `milvus`, the event name in event.code
-        return {"timestamp": record["@timestamp"], "event_name": (record.get("event") or {}).get("code", ""),
-                "attributes": record.get("milvus") or {}}
-    if "class_uid" in record:  # OCSF: raw attributes under `unmapped`
-        metadata = record.get("metadata") or {}
-        return {"timestamp": metadata.get("original_time", ""), "event_name": metadata.get("log_name", ""),
-                "attributes": record.get("unmapped") or {}}
-    return record
+    """The core form of a JSONL line written as otel, ECS or OCSF (lenient: never raises)."""
+    kind = _format(record)
+    if kind == "otel":
+        return record
+    if kind == "ecs":
+        envelope = _obj(record.get(ENVELOPE))  # raw attributes under `milvus`, the event name in event.code
+        level = _obj(record.get("log")).get("level")
+        return {"timestamp": record["@timestamp"], "event_name": _obj(record.get("event")).get("code", ""),
+                "severity_text": envelope.get("severity_text", level.upper() if isinstance(level, str) else ""),
+                "trace_id": envelope.get("trace_id", _obj(record.get("trace")).get("id", "")),
+                "span_id": envelope.get("span_id", _obj(record.get("span")).get("id", "")),
+                "attributes": record.get("milvus") or {}, "resource": envelope.get("resource") or {}}
+    metadata = _obj(record.get("metadata"))  # OCSF: raw attributes under `unmapped`, with the envelope
+    unmapped = record.get("unmapped")
+    attributes = {k: v for k, v in unmapped.items() if k != ENVELOPE} if isinstance(unmapped, dict) else unmapped
+    envelope = _obj(unmapped.get(ENVELOPE)) if isinstance(unmapped, dict) else {}
+    return {"timestamp": metadata.get("original_time", ""), "event_name": metadata.get("log_name", ""),
+            "severity_text": envelope.get("severity_text", ""),
+            "trace_id": envelope.get("trace_id", metadata.get("correlation_uid", "")),
+            "span_id": envelope.get("span_id", ""),
+            "attributes": attributes or {}, "resource": envelope.get("resource") or {}}
 
 
-def _records(paths: Iterable[str | Path]) -> Iterable[tuple[str, dict[str, Any]]]:
+def _difference(rendered: Any, written: Any, path: str = "") -> str:
+    """Where the line as written first departs from the line its core gives."""
+    if isinstance(rendered, dict) and isinstance(written, dict):
+        for key in sorted(set(rendered) | set(written), key=str):
+            name = f"{path}{key}"
+            if key not in written:
+                return f"`{name}` is missing"
+            if key not in rendered:
+                return f"`{name}` is not a field the writer writes"
+            if _DUMPS(rendered[key]) != _DUMPS(written[key]):
+                return _difference(rendered[key], written[key], f"{name}.")
+    return f"`{path.rstrip('.') or 'the line'}` is not what the record's core gives"
+
+
+def _derive(record: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """The line's core, and why the line is not exactly what the writer makes of it (or None)."""
+    core = core_record(record)
+    core = {key: core.get(key) for key in CORE_KEYS}
+    for key in CORE_KEYS:
+        wanted = dict if key in _OBJECTS else str
+        if not isinstance(core[key], wanted):
+            return core, f"`{key}` is missing or not {'an object' if wanted is dict else 'a string'}"
+    try:
+        kind = _format(record)
+        rendered: Any = core if kind == "otel" else to_ecs(core) if kind == "ecs" else to_ocsf(core)
+        if _DUMPS(rendered) == _DUMPS(record):
+            return core, None
+        return core, _difference(json.loads(_DUMPS(rendered)), record)
+    except Exception as exc:  # hostile values the formatter cannot take: the writer never wrote this line
+        return core, f"not a line the writer can have written ({type(exc).__name__})"
+
+
+class _Prepared:
+    """One line, read once: its core, its stream and seq, and what the chain covers."""
+
+    __slots__ = ("_encoded", "attributes", "core", "event_name", "problem", "seq", "stream")
+
+    def __init__(self, record: dict[str, Any]) -> None:
+        self.core, self.problem = _derive(record)
+        self.attributes = _obj(self.core["attributes"])
+        stream = self.attributes.get(STREAM)
+        self.stream = None if stream is None else str(stream)
+        self.seq = self.attributes.get(SEQ)
+        self.event_name = self.core["event_name"]
+        self._encoded: bytes | None = None
+
+    def encoded(self, without: str | None = None) -> bytes:
+        """The canonical core (the chain's input); `without` an attribute (a signature)."""
+        if without is None and self._encoded is not None:
+            return self._encoded
+        core = self.core
+        attributes = self.attributes if without is None else \
+            {k: v for k, v in self.attributes.items() if k != without}
+        encoded = canonical(core["timestamp"], core["event_name"], attributes, core["severity_text"],
+                            core["trace_id"], core["span_id"], canonical_resource(core["resource"]))
+        if without is None:
+            self._encoded = encoded
+        return encoded
+
+
+class _Unreadable(dict[str, Any]):
+    """Stands for a line that could not be read as a JSON object."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__()
+        self.reason = reason
+
+
+def _records(paths: Iterable[str | Path]) -> Iterator[tuple[str, dict[str, Any]]]:
     for path in paths:
-        for number, record in enumerate(read_jsonl(path), start=1):
-            yield f"{path}:{number}", core_record(record)
+        number = 0
+        try:
+            for number, record in iter_jsonl(path, reject_duplicate_keys=True):
+                yield f"{path}:{number}", record
+        except ValueError as exc:  # JsonlError: names the file and line; the rest of the file is not read
+            where = f"{path}:{getattr(exc, 'line', number + 1)}"
+            yield where, _Unreadable(f"{getattr(exc, 'reason', exc)} (the rest of the file was not read)")
+        except OSError as exc:
+            yield str(path), _Unreadable(f"cannot read the file: {exc.strerror or exc}")
 
 
 def verify(paths: Iterable[str | Path], *, key: bytes | None = None,
-           public_key: Ed25519PublicKey | None = None, allow_open: bool = False) -> list[StreamReport]:
-    """Verify the streams in these JSONL files (read in order); one report per stream."""
-    return verify_records(_records(paths), key=key, public_key=public_key, allow_open=allow_open)
+           public_key: Ed25519PublicKey | None = None, allow_open: bool = False,
+           expect_streams: int | None = None) -> list[StreamReport]:
+    """Verify the streams in these JSONL files (read in order); one report per stream, and
+    one for the input (`<input>`) when it is unreadable, empty, or has another number of
+    streams than `expect_streams`."""
+    return verify_records(_records(paths), key=key, public_key=public_key, allow_open=allow_open,
+                          expect_streams=expect_streams)
 
 
 def verify_records(records: Iterable[tuple[str, dict[str, Any]]], *, key: bytes | None = None,
                    public_key: Ed25519PublicKey | None = None, allow_open: bool = False,
-                   memo: dict[int, bytes] | None = None) -> list[StreamReport]:
-    """Verify parsed records, each with its position (`file:line`).
+                   memo: dict[int, Any] | None = None, expect_streams: int | None = None) -> list[StreamReport]:
+    """Verify parsed lines (as written: otel, ECS or OCSF), each with its position (`file:line`).
 
-    `memo` keeps canonical encodings by record object across calls: for verifying many
-    variants of one stream (mutation testing) without re-encoding unchanged records.
+    `memo` keeps each line's reading by record object across calls: for verifying many
+    variants of one stream (mutation testing) without re-reading unchanged records.
     """
-    streams: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    streams: dict[str, list[tuple[str, _Prepared]]] = {}
     unchained = 0
+    problems = StreamReport("<input>")
     for where, record in records:
-        stream = (record.get("attributes") or {}).get(STREAM)
-        if stream is None:
+        if isinstance(record, _Unreadable):
+            problems.findings.append(Finding("unreadable", where, record.reason))
+            continue
+        if not isinstance(record, dict):
+            problems.findings.append(Finding("unreadable", where, "not a JSON object"))
+            continue
+        prepared = _prepare(record, memo)
+        if prepared.stream is None:
             unchained += 1
         else:
-            streams.setdefault(str(stream), []).append((where, record))
-    reports = [_verify_stream(stream, records, key, public_key, allow_open, memo)
-               for stream, records in streams.items()]
+            streams.setdefault(prepared.stream, []).append((where, prepared))
+    reports = [_verify_stream(stream, items, key, public_key, allow_open) for stream, items in streams.items()]
     if unchained:
         report = StreamReport("<no stream>", records=unchained)
         report.findings.append(Finding("unchained", "input", f"{unchained} records carry no chain"))
         reports.append(report)
-    return reports
+    if not streams:
+        problems.findings.append(Finding("empty", "input", "no chained records: the input is empty, "
+                                                            "or every record was removed"))
+    if expect_streams is not None and len(streams) != expect_streams:
+        problems.findings.append(Finding("streams", "input",
+                                         f"{len(streams)} stream(s) found, {expect_streams} expected"))
+    return [problems, *reports] if problems.findings else reports
 
 
-def _verify_stream(stream: str, records: list[tuple[str, dict[str, Any]]], key: bytes | None,
-                   public_key: Ed25519PublicKey | None, allow_open: bool,
-                   memo: dict[int, bytes] | None = None) -> StreamReport:
-    report = StreamReport(stream, records=len(records))
-    seqs = [(r.get("attributes") or {}).get(SEQ) for _, r in records]
+def _prepare(record: dict[str, Any], memo: dict[int, Any] | None) -> _Prepared:
+    if memo is None:
+        return _Prepared(record)
+    entry = memo.get(id(record))
+    if entry is not None and entry[0] is record:  # the record itself is kept: its id cannot be reused
+        prepared: _Prepared = entry[1]
+        return prepared
+    prepared = _Prepared(record)
+    memo[id(record)] = (record, prepared)
+    return prepared
+
+
+def _verify_stream(stream: str, items: list[tuple[str, _Prepared]], key: bytes | None,
+                   public_key: Ed25519PublicKey | None, allow_open: bool) -> StreamReport:
+    report = StreamReport(stream, records=len(items))
+    seqs = [prepared.seq for _, prepared in items]
+    our_key = key_id(key) if key is not None else None
+    our_signer = signer_id(public_key) if public_key is not None else None
     expected_seq, head = 0, GENESIS
-    for index, (where, record) in enumerate(records):
-        attributes = record.get("attributes") or {}
+    for index, (where, prepared) in enumerate(items):
+        if report.closed:
+            return _fail(report, "after_final", where,
+                         f"a record of the stream after its final checkpoint (seq {report.last_checkpoint_seq})")
+        attributes = prepared.attributes
         seq = seqs[index]
         expected_seq += 1
-        if not isinstance(seq, int):
+        if not isinstance(seq, int) or isinstance(seq, bool):
             return _fail(report, "modified", where, "the record's seq is missing or not a number")
         if seq != expected_seq:
             if expected_seq in seqs[index + 1:]:
@@ -123,28 +278,35 @@ def _verify_stream(stream: str, records: list[tuple[str, dict[str, Any]]], key: 
                 return _fail(report, "deleted", where,
                              f"records seq {expected_seq}..{seq - 1} are missing before this one")
             return _fail(report, "inserted_or_reordered", where, f"seq {seq} again after seq {expected_seq - 1}")
+        if prepared.problem is not None:
+            return _fail(report, "modified", where, f"at seq {seq}: {prepared.problem}")
+        checkpoint = prepared.event_name == CHECKPOINT_EVENT
         if key is not None:
-            encoded = memo.get(id(record)) if memo is not None else None
-            if encoded is None:
-                encoded = canonical(record["timestamp"], record.get("event_name", ""), attributes)
-                if memo is not None:
-                    memo[id(record)] = encoded
-            computed = link(key, head, encoded)
-            if attributes.get(CHAIN) != computed:
+            stated = attributes.get(KEY_ID)
+            if (seq == 1 or checkpoint) and stated is not None and stated != our_key:
+                return _fail(report, "wrong_key", where,
+                             f"the stream was sealed with the key whose id is {str(stated)[:32]!r}; the key given "
+                             f"has id {our_key!r}: wrong key (the records were not necessarily changed)")
+            if seq == 1 and CHAIN not in attributes and stated is None:
+                return _fail(report, "unchained", where,
+                             "the stream has sequence numbers but no chain: it was written without an integrity key")
+            if attributes.get(CHAIN) != link(key, head, prepared.encoded()):
                 return _fail(report, "modified", where, f"the chain does not verify at seq {seq}")
-        if record.get("event_name") == CHECKPOINT_EVENT:
+        if checkpoint:
             report.checkpoints += 1
             if attributes.get(HEAD) != head:
                 return _fail(report, "forged_checkpoint", where,
                              f"checkpoint head is not the chain head at seq {seq - 1}")
+            if attributes.get(COVERS) != seq - 1:
+                return _fail(report, "forged_checkpoint", where,
+                             f"the checkpoint at seq {seq} does not state that it covers seq 1..{seq - 1}")
             if public_key is not None:
-                try:
-                    signature = base64.b64decode(str(attributes.get(SIGNATURE, "")))
-                    public_key.verify(signature, checkpoint_message(stream, seq - 1, head))
-                except (InvalidSignature, ValueError):
-                    return _fail(report, "forged_checkpoint", where, f"bad signature on the checkpoint at seq {seq}")
+                found = _check_signature(prepared, public_key, our_signer, key is not None, seq, where)
+                if found is not None:
+                    report.findings.append(found)
+                    return report
             report.last_checkpoint_seq = seq
-            report.closed = bool(attributes.get(FINAL))
+            report.closed = attributes.get(FINAL) is True
         head = str(attributes.get(CHAIN, ""))
     if not report.closed and not allow_open:
         after = expected_seq - report.last_checkpoint_seq
@@ -153,6 +315,28 @@ def _verify_stream(stream: str, records: list[tuple[str, dict[str, Any]]], key: 
             f"no final checkpoint: {after} records after the last checkpoint (seq {report.last_checkpoint_seq}); "
             "the tail may have been cut (or the stream is still open: --allow-open)"))
     return report
+
+
+def _check_signature(prepared: _Prepared, public_key: Ed25519PublicKey, our_signer: str | None, keyed: bool,
+                     seq: int, where: str) -> Finding | None:
+    attributes = prepared.attributes
+    signature = attributes.get(SIGNATURE)
+    if signature is None:
+        if keyed:  # an HMAC-only stream's checkpoint: the chain, verified above, authenticates it
+            return None
+        return Finding("forged_checkpoint", where, f"the checkpoint at seq {seq} is not signed; only the "
+                                                   "integrity key could authenticate it")
+    stated = attributes.get(SIGNER)
+    if stated is not None and stated != our_signer:
+        return Finding("wrong_key", where, f"the checkpoint at seq {seq} was signed by the key whose id is "
+                                           f"{str(stated)[:32]!r}; the public key given has id {our_signer!r}: "
+                                           "wrong public key")
+    try:
+        public_key.verify(base64.b64decode(str(signature), validate=True),
+                          checkpoint_message(prepared.encoded(without=SIGNATURE)))
+    except (InvalidSignature, ValueError):
+        return Finding("forged_checkpoint", where, f"bad signature on the checkpoint at seq {seq}")
+    return None
 
 
 def _fail(report: StreamReport, kind: str, where: str, detail: str) -> StreamReport:

@@ -5,16 +5,28 @@ calling thread (see `background.py`)."""
 
 from __future__ import annotations
 
+import re
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import _logs, metrics, trace
 from opentelemetry._logs import SeverityNumber
-from opentelemetry.context import Context
+from opentelemetry.context import Context, get_current
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from milvus_audit._version import __version__
-from milvus_audit.integrity.chain import Chain, chain_for, integrity_key, load_signing_key
+from milvus_audit.export.spool import SpoolProcessor
+from milvus_audit.integrity.chain import (
+    EMPTY_RESOURCE,
+    Chain,
+    Sequence,
+    canonical_resource,
+    chain_for,
+    integrity_key,
+    load_signing_key,
+    sequence_for,
+)
 from milvus_audit.model.record import AuditEvent
 from milvus_audit.otel.spans import CallSpan, DerivedSpans, spans_for
 from milvus_audit.runtime.worker import BACKGROUND
@@ -33,6 +45,10 @@ SPAN_KEYS = ("db.system.name", "db.operation.name", "db.collection.name", "db.na
 SPAN_END_KEYS = ("milvus_audit.outcome", "milvus_audit.failure_reason", "error.type", "db.response.status_code")
 _METRIC_KEYS = ("db.system.name", "db.operation.name", "db.collection.name", "error.type")
 _MAX_CACHED_METRIC_SETS = 4096
+
+# What a checkpoint (which belongs to no call) is emitted under: no span, so no trace ids.
+_NO_TRACE = trace.set_span_in_context(trace.INVALID_SPAN)
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
 SEVERITY = {
     "INFO": SeverityNumber.INFO,
@@ -67,11 +83,16 @@ class OTelEmitter:
         self._metric_sets: dict[tuple[Any, ...], dict[str, Any]] = {}
         key = integrity_key(config.integrity_key)
         self.chain: Chain | None = None
+        self.sequence: Sequence | None = None
+        destination = config.logger_provider or _logs.get_logger_provider()
         if key is not None:
-            destination = config.logger_provider or _logs.get_logger_provider()
             self.chain = chain_for(key, load_signing_key(config.signing_key), destination,
                                    checkpoint_every=config.checkpoint_every,
                                    checkpoint_interval_s=config.checkpoint_interval_s)
+        elif config.durable_spools or _spooled(destination):
+            self.sequence = sequence_for(destination)  # spooled without a key: still (stream, seq) ids
+        self._resource: object = None
+        self._resource_bytes = EMPTY_RESOURCE
         self.refusals = meter.create_counter("milvus_audit.audit_unavailable", unit="{call}",
                                              description="Calls refused in fail-closed mode.")
         self.alerts = meter.create_counter("milvus_audit.alerts", unit="{alert}",
@@ -98,6 +119,7 @@ class OTelEmitter:
         collection = attributes.get("db.collection.name")
         name = f"{operation} {collection}" if collection else operation
         core = {key: attributes[key] for key in SPAN_KEYS if key in attributes}
+        valid_utf8(core)
         return self.spans.start(name, core, parent)
 
     def finish_span(self, span: CallSpan, end: dict[str, Any], failure: Failure | None,
@@ -125,13 +147,42 @@ class OTelEmitter:
     def emit_record(self, event_name: str, severity: str, attributes: dict[str, Any],
                     timestamp_ns: int | None = None, context: Context | None = None) -> None:
         """Emit one record (a call's, an alert's, a response's); with an integrity key, sealed
-        into the chain first. Without a timestamp it is stamped now, by the configured clock."""
+        into the chain first. Without a timestamp it is stamped now, by the configured clock.
+
+        String values are made valid UTF-8 first, in place: every sink (the OTLP encoder,
+        the files, detection, which gets this same dict) then sees the same values."""
         if timestamp_ns is None:
             timestamp_ns = self.now_ns()
-        if self.chain is not None:
-            self.chain.seal_and_emit(event_name, severity, attributes, timestamp_ns, self._emit_raw, context)
-        else:
-            self._emit_raw(event_name, severity, attributes, timestamp_ns, context)
+        valid_utf8(attributes)
+        chain = self.chain
+        if chain is not None:
+            if not context:  # as the SDK does: the current context
+                context = get_current()
+            span = trace.get_current_span(context).get_span_context()
+            trace_id = f"{span.trace_id:032x}" if span.trace_id else ""
+            span_id = f"{span.span_id:016x}" if span.span_id else ""
+            chain.seal_and_emit(event_name, severity, attributes, timestamp_ns, self._emit_sealed, context,
+                                trace_id=trace_id, span_id=span_id, resource=self._resource_now())
+            return
+        if self.sequence is not None:
+            self.sequence.number(attributes)
+        self._emit_raw(event_name, severity, attributes, timestamp_ns, context)
+
+    def _resource_now(self) -> bytes:
+        """The canonical resource of the provider records go to (encoded once per resource)."""
+        provider = self._logger_provider or _logs.get_logger_provider()
+        resource = getattr(provider, "resource", None)
+        if resource is not self._resource:
+            attributes = getattr(resource, "attributes", None)
+            self._resource_bytes = canonical_resource(attributes if isinstance(attributes, Mapping) else {})
+            self._resource = resource
+        return self._resource_bytes
+
+    def _emit_sealed(self, event_name: str, severity: str, attributes: dict[str, Any],
+                     timestamp_ns: int, context: Context | None) -> None:
+        """For the chain: its records come with their context resolved; its checkpoints with
+        None, which here means no trace (the ids the chain sealed for them are "")."""
+        self._emit_raw(event_name, severity, attributes, timestamp_ns, _NO_TRACE if context is None else context)
 
     def _emit_raw(self, event_name: str, severity: str, attributes: dict[str, Any],
                   timestamp_ns: int, context: Context | None) -> None:
@@ -152,3 +203,43 @@ class OTelEmitter:
             if len(self._metric_sets) < _MAX_CACHED_METRIC_SETS:
                 self._metric_sets[key] = cached
         return cached
+
+
+def _valid(text: str) -> str:
+    if text.isascii():
+        return text
+    try:
+        text.encode()
+    except UnicodeEncodeError:  # lone surrogates, the only code points UTF-8 cannot carry
+        return _SURROGATES.sub("\ufffd", text)
+    return text
+
+
+def _valid_sequence(values: Any) -> Any:
+    cleaned = [_valid(v) if type(v) is str else _valid_sequence(v) if isinstance(v, (list, tuple)) else v
+               for v in values]
+    if all(a is b for a, b in zip(cleaned, values, strict=True)):
+        return values
+    return tuple(cleaned) if isinstance(values, tuple) else cleaned
+
+
+def valid_utf8(attributes: dict[str, Any]) -> None:
+    """Replace what UTF-8 cannot encode (lone surrogates) with U+FFFD, in place, in string
+    values and in strings inside list and tuple values. ASCII, the usual case, costs one
+    `isascii()` per string."""
+    for key, value in attributes.items():
+        if type(value) is str:
+            if not value.isascii():
+                cleaned = _valid(value)
+                if cleaned is not value:
+                    attributes[key] = cleaned
+        elif isinstance(value, (list, tuple)):
+            cleaned = _valid_sequence(value)
+            if cleaned is not value:
+                attributes[key] = cleaned
+
+
+def _spooled(provider: object) -> bool:
+    """Whether a logger provider delivers through a durable spool (decided once, at construction)."""
+    processor = getattr(provider, "_multi_log_record_processor", None)
+    return any(isinstance(child, SpoolProcessor) for child in getattr(processor, "_log_record_processors", ()))
