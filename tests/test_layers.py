@@ -22,6 +22,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("export",),
     ("integrity",),
     ("otel",),
+    ("serverlog",),
     ("auditing",),
     ("detect",),
     ("respond",),

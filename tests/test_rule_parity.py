@@ -31,11 +31,13 @@ import pytest
 from milvus_audit.detect import BUILTIN_RULES, Alert, Rules
 from milvus_audit.detect.replay import replay
 from milvus_audit.export.jsonl import rfc3339
-from milvus_audit.model.catalog import lookup
+from milvus_audit.model.catalog import lookup, rpc_lookup
 from milvus_audit.semconv import (
     AFFECTED_ROWS,
     AUDIT_EVENT,
     CATEGORY,
+    CLIENT_ADDRESS,
+    CLIENT_PORT,
     DB_COLLECTION_NAME,
     DB_MILVUS_LIMIT,
     DB_MILVUS_NQ,
@@ -47,10 +49,16 @@ from milvus_audit.semconv import (
     FAILURE,
     FAILURE_REASON,
     HOST_NAME,
+    MUTATING,
     OBJECT_NAME,
     OBJECT_TYPE,
     OUTCOME,
     PRIVILEGE,
+    RPC_METHOD,
+    SDK,
+    SERVER_ACCESS_EVENT,
+    SOURCE,
+    SOURCE_SERVER,
     SUCCESS,
     TARGET_ROLE,
     TARGET_USER,
@@ -89,6 +97,22 @@ class Workload:
                              "trace_id": trace, "span_id": span, "attributes": attrs,
                              "resource": {HOST_NAME: HOST, SERVICE_NAME: SERVICE}})
         return f"{trace}:{span}"
+
+    def server(self, at: float, rpc: str, user: str, *, trace: str | None = None, **attributes: Any) -> str:
+        """A server access record (`milvus-audit ingest`): `trace` joins it to a client record."""
+        seq = len(self.records) + 1
+        method = rpc_lookup(rpc)
+        attrs: dict[str, Any] = {SOURCE: SOURCE_SERVER, RPC_METHOD: rpc, CATEGORY: method.category.value,
+                                 MUTATING: method.mutating, OUTCOME: SUCCESS, DURATION_MS: 5.0, USER_NAME: user,
+                                 CLIENT_ADDRESS: "10.9.8.7", CLIENT_PORT: 40000 + seq, SDK: "Python-3.0.2"}
+        if method.operation:
+            attrs[DB_OPERATION_NAME] = method.operation
+        attrs.update({key.replace("__", "."): value for key, value in attributes.items()})
+        trace_id, span = trace or f"{seq:032x}", f"{seq:016x}"
+        self.records.append({"timestamp": rfc3339(int(at * 1_000_000_000)), "event_name": SERVER_ACCESS_EVENT,
+                             "trace_id": trace_id, "span_id": span, "attributes": attrs,
+                             "resource": {HOST_NAME: "ingest", SERVICE_NAME: "milvus-audit-ingest"}})
+        return f"{trace_id}:{span}"
 
 
 def section(k: int) -> int:
@@ -156,6 +180,10 @@ def attack_workload() -> Workload:
     w.add(s + 20, "grant_privilege", "root", milvus_audit__target__role="ops", milvus_audit__object_type="Global",
           milvus_audit__object_name="docs", milvus_audit__privilege="All")
     w.add(s + 30, "grant_role", "root", milvus_audit__target__user="carol", milvus_audit__target__role="reader")
+    s = section(10)  # shadow_access: an insert no client record claims; the app's create_collection is joined
+    created = w.add(s, "create_collection", "app", db__collection__name="docs2")
+    w.server(s + 0.2, "CreateCollection", "app", trace=created.split(":")[0], db__collection__name="docs2")
+    w.server(s + 20, "Insert", "app", db__collection__name="docs2")
     return w
 
 
@@ -298,6 +326,17 @@ def event_parity(*names: str, severity: str | None = None) -> Callable[[Sigma, l
     return check
 
 
+def shadow_parity(sigma: Sigma, every: list[Alert], cooled: list[Alert]) -> None:
+    """Sigma cannot say "no client record with this trace id": it selects every state-changing server
+    access, the engine's shadow alerts are those of them no client record claims (docs/siem.md)."""
+    engine = events_of(alerts_of(every, "shadow_access"))
+    assert engine, "the workload must make shadow_access fire"
+    selected = sigma.events["milvus_shadow_access"]
+    assert engine < selected
+    joined = selected - engine
+    assert len(joined) == 1  # the app's CreateCollection, joined to its client record by trace id
+
+
 def _rule_of() -> dict[str, str]:
     from milvus_audit.siem.sigma import build_rules
 
@@ -318,6 +357,7 @@ PARITY: dict[str, list[Callable[[Sigma, list[Alert], list[Alert]], None]]] = {
     "unusual_query": [event_parity("milvus_unusual_query_shape")],
     "destructive_operation": [event_parity("milvus_destructive_operation", "milvus_mass_delete")],
     "privilege_escalation": [event_parity("milvus_admin_role_granted", "milvus_global_privilege_granted")],
+    "shadow_access": [shadow_parity],
 }
 
 
@@ -397,4 +437,5 @@ def test_the_record_attributes_are_the_semconv_names(workload: Workload) -> None
     used = {key for record in workload.records for key in record["attributes"]}
     assert used <= {DB_OPERATION_NAME, CATEGORY, OUTCOME, DURATION_MS, FAILURE_REASON, USER_NAME,
                     DB_COLLECTION_NAME, DB_RESPONSE_RETURNED_ROWS, DB_MILVUS_LIMIT, DB_MILVUS_NQ, AFFECTED_ROWS,
-                    TARGET_USER, TARGET_ROLE, OBJECT_TYPE, OBJECT_NAME, PRIVILEGE}
+                    TARGET_USER, TARGET_ROLE, OBJECT_TYPE, OBJECT_NAME, PRIVILEGE,
+                    SOURCE, RPC_METHOD, MUTATING, CLIENT_ADDRESS, CLIENT_PORT, SDK}

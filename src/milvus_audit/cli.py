@@ -21,6 +21,7 @@ from typing import Any
 from milvus_audit.detect.rules import BUILTIN_RULES, Rules, RulesError
 from milvus_audit.export.console import printable
 from milvus_audit.export.jsonl import rfc3339
+from milvus_audit.serverlog.cli import add_parsers as add_serverlog_parsers
 
 KEY_FILES = ("checkpoint-signing.pem", "checkpoint-verify.pem", "integrity.key")
 SIEM_EXTRA = "pip install 'milvus-audit[siem]'"
@@ -287,6 +288,13 @@ def _sigma_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _server_detection(rules: str | None, emitter: Any) -> Any:
+    """`ingest --detect`: the rules over the ingested records, alerts recorded through `emitter`."""
+    from milvus_audit.detect.sink import StreamDetector, record_alerts
+
+    return StreamDetector(_rules_from(rules), [record_alerts(emitter)])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="milvus-audit", description="milvus-audit command line",
@@ -330,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     keygen.add_argument("--force", action="store_true",
                         help="replace existing keys (logs they sealed then need the old keys to verify)")
     keygen.set_defaults(handler=_keygen)
+    add_serverlog_parsers(commands, detection=_server_detection)
     return parser
 
 

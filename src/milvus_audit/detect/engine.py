@@ -10,6 +10,7 @@ The rules themselves (parameters, streaming logic, Sigma form) are the modules o
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from milvus_audit.detect.rules.base import (
     MAX_CONTRIBUTING,
@@ -24,7 +25,7 @@ from milvus_audit.detect.rules.destructive_operation import matches_everything
 from milvus_audit.detect.rules.registry import BUILTIN_RULES, RULES
 from milvus_audit.detect.rules.settings import Rules, RuleSettings
 from milvus_audit.model.catalog import lookup
-from milvus_audit.semconv import DB_OPERATION_NAME, FAILURE_REASON, OUTCOME, SUCCESS
+from milvus_audit.semconv import DB_OPERATION_NAME, FAILURE_REASON, OUTCOME, SOURCE, SOURCE_SERVER, SUCCESS
 
 __all__ = ["BUILTIN_RULES", "MAX_CONTRIBUTING", "PRINCIPAL_KEYS", "Alert", "DetectionEngine", "Observation",
            "RuleSettings", "Rules", "matches_everything", "principal_of"]
@@ -50,6 +51,10 @@ class DetectionEngine:
         self._on_failure = {reason: tuple(rules) for reason, rules in by_failure.items()}
         self._on_every = tuple(rule for rule in self._rules if rule.every_event)
         self._on_success: dict[str, tuple[Rule, ...]] = {}
+        # shadow_access: server records (milvus_audit.source="server") are held until a client
+        # record claims them (dropped: the client record was counted) or their grace ends (an
+        # alert, then the other rules see them once).
+        self._join: Any = next((rule for rule in self._rules if rule.joins_server_records), None)
 
     @property
     def on_alert(self) -> Callable[[Alert], None] | None:
@@ -85,6 +90,38 @@ class DetectionEngine:
 
     # -- entry point -----------------------------------------------------------------
     def observe(self, observation: Observation) -> list[Alert]:
+        join = self._join
+        if join is None:
+            return self._route(observation)
+        if observation.attributes.get(SOURCE) == SOURCE_SERVER:
+            join.server(observation)
+            alerts: list[Alert] = []
+        else:
+            join.client(observation)
+            alerts = self._route(observation)
+        self._release(join.expired(observation.timestamp_s), alerts)
+        return alerts
+
+    def advance(self, now_s: float) -> list[Alert]:
+        """Time passed with no event (a live stream): server records whose grace ended are shadow."""
+        alerts: list[Alert] = []
+        if self._join is not None:
+            self._release(self._join.expired(now_s), alerts)
+        return alerts
+
+    def finish(self) -> list[Alert]:
+        """The stream ended: every server record still waiting for a client record is shadow."""
+        alerts: list[Alert] = []
+        if self._join is not None:
+            self._release(self._join.expired(None), alerts)
+        return alerts
+
+    def _release(self, observations: list[Observation], alerts: list[Alert]) -> None:
+        for observation in observations:
+            self._join.shadow(observation, alerts)
+            alerts.extend(self._route(observation))
+
+    def _route(self, observation: Observation) -> list[Alert]:
         attributes = observation.attributes
         name = str(attributes.get(DB_OPERATION_NAME, ""))
         operation = lookup(name)

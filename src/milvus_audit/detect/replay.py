@@ -19,7 +19,10 @@ from milvus_audit.detect.rules import Rules
 from milvus_audit.export.jsonl import iter_jsonl, parse_rfc3339
 from milvus_audit.integrity.verify import core_record
 from milvus_audit.model.record import event_id
-from milvus_audit.semconv import AUDIT_EVENT
+from milvus_audit.semconv import AUDIT_EVENT, SERVER_ACCESS_EVENT
+
+# Client records, and server access records (`milvus-audit ingest`) for shadow_access's join.
+REPLAYED_EVENTS = frozenset({AUDIT_EVENT, SERVER_ACCESS_EVENT})
 
 __all__ = ["AUDIT_EVENT", "ReplayError", "ReplayResult", "observation_from_record", "replay", "replay_files"]
 
@@ -61,10 +64,11 @@ def replay(records: Iterable[Mapping[str, Any]], rules: Rules | None = None, *,
     alerts: list[Alert] = []
     count = 0
     for record in records:
-        if _core(record).get("event_name") != AUDIT_EVENT:
+        if _core(record).get("event_name") not in REPLAYED_EVENTS:
             continue
         count += 1
         alerts.extend(engine.observe(observation_from_record(record)))
+    alerts.extend(engine.finish())
     return ReplayResult(alerts, engine, count)
 
 
@@ -79,7 +83,7 @@ def replay_files(paths: Iterable[str | Path], rules: Rules | None = None, *,
     for path in paths:
         for number, record in iter_jsonl(path, reject_duplicate_keys=True):
             core = _core(record)
-            if core.get("event_name") != AUDIT_EVENT:
+            if core.get("event_name") not in REPLAYED_EVENTS:
                 continue
             observation = observation_from_record(core)
             positioned.append((parse_rfc3339(core["timestamp"]), f"{path}:{number}", observation))
@@ -92,4 +96,5 @@ def replay_files(paths: Iterable[str | Path], rules: Rules | None = None, *,
         except (TypeError, ValueError, AttributeError, KeyError, OverflowError) as exc:
             raise ReplayError(f"{where}: an audit record the rules cannot read "
                               f"({type(exc).__name__}: {exc})") from None
+    alerts.extend(engine.finish())
     return ReplayResult(alerts, engine, len(positioned))

@@ -8,6 +8,7 @@ into the auditor that produced the event.
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -83,3 +84,33 @@ class DetectionSink:
                 handler(alert)
             except Exception as exc:  # a handler's failure never reaches the application
                 INTERNAL_ERRORS.report(f"alert handler {handler!r}", exc)
+
+
+class StreamDetector:
+    """Detection over records read from files (`milvus-audit ingest --follow` with detection on):
+    events observed in order on the reading thread, time advanced by the reader, the server
+    records still waiting for a client record judged when the stream ends."""
+
+    def __init__(self, rules: Rules, handlers: Sequence[AlertHandler]) -> None:
+        self.engine = DetectionEngine(rules)
+        self.handlers = tuple(handlers)
+        self.alerts: deque[Alert] = deque(maxlen=1000)  # the latest, for callers that read them
+
+    def event(self, event: AuditEvent) -> None:
+        self._publish(self.engine.observe(Observation(event.timestamp_ns / 1e9, event.attributes,
+                                                      event_id(event.trace_id, event.span_id))))
+
+    def tick(self, now_s: float) -> None:
+        self._publish(self.engine.advance(now_s))
+
+    def close(self) -> None:
+        self._publish(self.engine.finish())
+
+    def _publish(self, alerts: list[Alert]) -> None:
+        for alert in alerts:
+            self.alerts.append(alert)
+            for handler in self.handlers:
+                try:
+                    handler(alert)
+                except Exception as exc:
+                    INTERNAL_ERRORS.report(f"alert handler {handler!r}", exc)

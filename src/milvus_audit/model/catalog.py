@@ -281,6 +281,172 @@ def operations() -> Iterator[Operation]:
     return iter(_ENTRIES)
 
 
+# --- the server's RPCs ------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Rpc:
+    """A MilvusService RPC as the server's access log names it (`$method_name`), and what it is.
+
+    `operation` is the catalog operation the RPC belongs to (`db.operation.name` of a server
+    record), None when several share it and the log cannot tell which (OperateUserRole grants
+    or revokes); `serves` lists every catalog operation that sends it (a refused call is
+    joined to a client record of one of these)."""
+
+    name: str
+    operation: str | None
+    category: Category
+    mutating: bool
+    action: Action
+    serves: tuple[str, ...]
+
+    @property
+    def destructive(self) -> bool:
+        return self.action is Action.DESTROY
+
+
+def _rpc(name: str, operation: str, *also: str) -> Rpc:
+    op = CATALOG[operation]
+    return Rpc(name, operation, op.category, op.mutating, op.action, (operation, *also))
+
+
+def _rpc_of(name: str, serves: tuple[str, ...], category: Category | None = None,
+            mutating: bool | None = None) -> Rpc:
+    """An RPC several operations send (or none of the catalog's: `serves=()`)."""
+    ops = [CATALOG[s] for s in serves]
+    return Rpc(name, None, category or ops[0].category,
+               any(op.mutating for op in ops) if mutating is None else mutating, Action.NONE, serves)
+
+
+_RPCS: tuple[Rpc, ...] = (
+    # connection
+    _rpc("Connect", "connect"),
+    _rpc("GetVersion", "get_server_version"),
+    _rpc_of("CheckHealth", (), CONN, False),
+    _rpc_of("GetComponentStates", (), CONN, False),
+    _rpc_of("AllocTimestamp", (), Category.OTHER, False),
+    # reads
+    _rpc("Search", "search", "search_iterator"),
+    _rpc("HybridSearch", "hybrid_search"),
+    _rpc("Query", "query", "get", "query_iterator", "search_iterator"),
+    _rpc("RunAnalyzer", "run_analyzer"),
+    _rpc_of("CalcDistance", (), R, False),
+    # writes
+    _rpc("Insert", "insert"),
+    _rpc("Upsert", "upsert"),
+    _rpc("Delete", "delete"),
+    _rpc("TruncateCollection", "truncate_collection"),
+    _rpc("Import", "bulk_insert"),
+    _rpc("GetImportState", "get_bulk_insert_state"),
+    _rpc("ListImportTasks", "list_bulk_insert_tasks"),
+    # schema
+    _rpc("CreateCollection", "create_collection"),
+    _rpc("DropCollection", "drop_collection"),
+    _rpc("HasCollection", "has_collection"),
+    _rpc("DescribeCollection", "describe_collection", "create_collection", "load_collection", "get_load_state",
+         "has_collection", "insert", "upsert", "search", "query", "get", "delete", "hybrid_search",
+         "query_iterator", "search_iterator", "create_index", "flush"),
+    _rpc("ShowCollections", "list_collections", "get_load_state", "has_collection"),
+    _rpc("GetCollectionStatistics", "get_collection_stats"),
+    _rpc_of("AlterCollection", ("alter_collection_properties", "drop_collection_properties")),
+    _rpc("RenameCollection", "rename_collection"),
+    _rpc("AddCollectionField", "add_collection_field"),
+    _rpc("AlterCollectionField", "alter_collection_field"),
+    _rpc("CreatePartition", "create_partition"),
+    _rpc("DropPartition", "drop_partition"),
+    _rpc("HasPartition", "has_partition"),
+    _rpc("ShowPartitions", "list_partitions", "get_load_state"),
+    _rpc("GetPartitionStatistics", "get_partition_stats"),
+    _rpc("CreateAlias", "create_alias"),
+    _rpc("DropAlias", "drop_alias"),
+    _rpc("AlterAlias", "alter_alias"),
+    _rpc("DescribeAlias", "describe_alias"),
+    _rpc("ListAliases", "list_aliases"),
+    _rpc("CreateIndex", "create_index", "create_collection"),
+    _rpc("DropIndex", "drop_index"),
+    _rpc("DescribeIndex", "describe_index", "create_index", "list_indexes"),
+    _rpc("GetIndexState", "describe_index", "create_index"),
+    _rpc("GetIndexBuildProgress", "describe_index", "create_index"),
+    _rpc("GetIndexStatistics", "describe_index"),
+    _rpc_of("AlterIndex", ("alter_index_properties", "drop_index_properties")),
+    # database
+    _rpc("CreateDatabase", "create_database"),
+    _rpc("DropDatabase", "drop_database"),
+    _rpc("ListDatabases", "list_databases", "connect"),
+    _rpc("DescribeDatabase", "describe_database"),
+    _rpc_of("AlterDatabase", ("alter_database_properties", "drop_database_properties")),
+    # rbac
+    _rpc("CreateCredential", "create_user"),
+    _rpc("UpdateCredential", "update_password"),
+    _rpc("DeleteCredential", "drop_user"),
+    _rpc("ListCredUsers", "list_users"),
+    _rpc("CreateRole", "create_role"),
+    _rpc("DropRole", "drop_role"),
+    _rpc_of("OperateUserRole", ("grant_role", "revoke_role")),
+    _rpc_of("SelectRole", ("list_roles", "describe_role")),
+    _rpc_of("SelectUser", ("describe_user", "list_users")),
+    _rpc_of("OperatePrivilege", ("grant_privilege", "revoke_privilege")),
+    _rpc_of("OperatePrivilegeV2", ("grant_privilege_v2", "revoke_privilege_v2")),
+    _rpc("SelectGrant", "describe_role"),
+    _rpc("CreatePrivilegeGroup", "create_privilege_group"),
+    _rpc("DropPrivilegeGroup", "drop_privilege_group"),
+    _rpc("ListPrivilegeGroups", "list_privilege_groups"),
+    _rpc_of("OperatePrivilegeGroup", ("add_privileges_to_group", "remove_privileges_from_group")),
+    _rpc_of("BackupRBAC", (), A, False),
+    _rpc_of("RestoreRBAC", (), A, True),
+    # resource management
+    _rpc("LoadCollection", "load_collection", "create_collection"),
+    _rpc("ReleaseCollection", "release_collection"),
+    _rpc("LoadPartitions", "load_partitions"),
+    _rpc("ReleasePartitions", "release_partitions"),
+    _rpc("GetLoadingProgress", "get_load_state", "load_collection", "create_collection", "load_partitions"),
+    _rpc("GetLoadState", "get_load_state", "load_collection", "create_collection", "load_partitions"),
+    _rpc("CreateResourceGroup", "create_resource_group"),
+    _rpc("DropResourceGroup", "drop_resource_group"),
+    _rpc("UpdateResourceGroups", "update_resource_groups"),
+    _rpc("TransferNode", "update_resource_groups"),
+    _rpc("TransferReplica", "transfer_replica"),
+    _rpc("ListResourceGroups", "list_resource_groups"),
+    _rpc("DescribeResourceGroup", "describe_resource_group"),
+    _rpc("GetReplicas", "describe_replica"),
+    _rpc("LoadBalance", "transfer_replica"),
+    _rpc("AddFileResource", "add_file_resource"),
+    _rpc("RemoveFileResource", "remove_file_resource"),
+    _rpc("ListFileResources", "list_file_resources"),
+    # maintenance
+    _rpc("Flush", "flush"),
+    _rpc("FlushAll", "flush_all"),
+    _rpc_of("GetFlushState", ("flush",), M, False),
+    _rpc("GetFlushAllState", "get_flush_all_state", "flush_all"),
+    _rpc("ManualCompaction", "compact"),
+    _rpc("GetCompactionState", "get_compaction_state", "compact"),
+    _rpc("GetCompactionStateWithPlans", "get_compaction_plans"),
+    _rpc("GetPersistentSegmentInfo", "list_persistent_segments"),
+    _rpc("GetQuerySegmentInfo", "list_loaded_segments"),
+    _rpc_of("GetMetrics", (), M, False),
+    _rpc_of("ListIndexedSegment", (), M, False),
+    _rpc_of("DescribeSegmentIndexData", (), M, False),
+    _rpc_of("ReplicateMessage", (), M, True),
+)
+
+RPCS: Mapping[str, Rpc] = {rpc.name: rpc for rpc in _RPCS}
+_RPCS_OF: dict[str, tuple[str, ...]] = {}
+for _each in _RPCS:
+    for _served in _each.serves:
+        _RPCS_OF[_served] = (*_RPCS_OF.get(_served, ()), _each.name)
+
+
+def rpcs_of(operation: str) -> tuple[str, ...]:
+    """The RPCs a catalog operation sends (empty for calls answered by the client alone: close)."""
+    return _RPCS_OF.get(operation, ())
+
+
+def rpc_lookup(name: str) -> Rpc:
+    """What the server RPC `name` is; an RPC this catalog does not know is `other`, read-only."""
+    rpc = RPCS.get(name)
+    if rpc is None:
+        rpc = Rpc(name, None, Category.OTHER, False, Action.NONE, ())
+    return rpc
+
+
 # --- the pymilvus ORM API ------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class OrmEntry:

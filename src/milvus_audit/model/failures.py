@@ -229,3 +229,29 @@ def _missing_privilege(message: str, reason: str) -> str | None:
         return None
     found = _PRIVILEGE.search(message)
     return found.group(0) if found else None
+
+
+# -- the server's access log -----------------------------------------------------------
+# `$method_status` of a successful call: 2.3 logs "OK", newer servers "Successful".
+SERVER_SUCCESS_STATUSES = frozenset({"OK", "Successful", "Success"})
+_GRPC_STATUS_BY_CAMEL = {code.name.replace("_", "").lower(): code for code in grpc.StatusCode}
+
+
+def server_failure_reason(status: str, code: str, message: str) -> str:
+    """The failure reason of a failed call as the server's access log shows it: `$method_status`
+    (`GrpcUnauthenticated`, `GrpcPermissionDenied`, ... or `Failed`), `$error_code` (a Milvus
+    error code, 65535 when the gRPC status says it all) and `$error_msg`."""
+    if status.startswith("Grpc"):
+        grpc_status = _GRPC_STATUS_BY_CAMEL.get(status[4:].lower())
+        if grpc_status is not None:
+            reason = _GRPC_REASONS.get(grpc_status, SERVER_ERROR)
+            return _from_message(message, SERVER_ERROR) if reason == SERVER_ERROR else reason
+    number = int(code) if code.isdigit() else -1
+    if number in _MILVUS_CODES:
+        return _MILVUS_CODES[number][1]
+    return _from_message(message, SERVER_ERROR)
+
+
+def missing_privilege(message: str, reason: str) -> str | None:
+    """The privilege a permission denial names (`PrivilegeDropCollection`), if any."""
+    return _missing_privilege(message, reason)

@@ -194,6 +194,8 @@ class Rule:
     # -- which events `observe` sees ------------------------------------------------------
     failures: ClassVar[frozenset[str]] = frozenset()  # failed calls with these failure reasons
     every_event: ClassVar[bool] = False  # every event, failed or not
+    joins_server_records: ClassVar[bool] = False  # the engine hands it server records to join (shadow_access)
+    principal_keys: ClassVar[tuple[str, ...]] = PRINCIPAL_KEYS  # copied from the event into its alerts
 
     __slots__ = ("alerting", "rules")
 
@@ -260,7 +262,7 @@ class Rule:
         suppressed = int(cooldown[1])
         cooldown[0], cooldown[1] = observation.timestamp_s, 0
         attributes = observation.attributes
-        principal_attributes = {k: attributes[k] for k in PRINCIPAL_KEYS if k in attributes}
+        principal_attributes = {k: attributes[k] for k in self.principal_keys if k in attributes}
         if callable(summary):
             summary = summary()
         if callable(events):

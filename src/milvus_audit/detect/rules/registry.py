@@ -15,6 +15,7 @@ from milvus_audit.detect.rules.error_spike import ErrorSpike
 from milvus_audit.detect.rules.password_spray import PasswordSpray
 from milvus_audit.detect.rules.privilege_escalation import PrivilegeEscalation
 from milvus_audit.detect.rules.resource_exhaustion import ResourceExhaustion
+from milvus_audit.detect.rules.shadow_access import ShadowAccess
 from milvus_audit.detect.rules.slow_query import SlowQuery
 from milvus_audit.detect.rules.unauthorized_access import UnauthorizedAccess
 from milvus_audit.detect.rules.unusual_query import UnusualQuery
@@ -30,6 +31,7 @@ RULES: tuple[type[Rule], ...] = (
     DestructiveOperation,
     PrivilegeEscalation,
     ResourceExhaustion,
+    ShadowAccess,
 )
 
 RULE_CLASSES: Mapping[str, type[Rule]] = {rule.id: rule for rule in RULES}
