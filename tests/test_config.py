@@ -33,7 +33,7 @@ def test_promise_a_single_on_alert_callable_is_called(lite_uri: str, telemetry: 
     ({"checkpoint_every": 0}, "checkpoint_every must be a positive number"),
     ({"checkpoint_interval_s": "60"}, "checkpoint_interval_s must be a positive number"),
     ({"fail_closed": "yes"}, "fail_closed must be True or False"),
-    ({"integrity_key": 1234}, "integrity_key takes bytes or a hex string"),
+    ({"integrity_key": 1234}, "integrity_key takes bytes, a hex string or a key file"),
     ({"clock": 5}, "clock must be a callable"),
 ])
 def test_promise_configuration_mistakes_fail_at_construction(settings: dict[str, Any], message: str | None) -> None:
@@ -43,3 +43,24 @@ def test_promise_configuration_mistakes_fail_at_construction(settings: dict[str,
     with pytest.raises(ConfigError, match=message) as raised:
         AuditConfig(**settings)
     assert isinstance(raised.value, MilvusAuditError) and isinstance(raised.value, ValueError)
+
+
+def test_promise_integrity_key_accepts_a_key_file(tmp_path: Any) -> None:
+    """`integrity_key` takes a path, as `signing_key` does, read as `milvus-audit verify --key-file` reads it."""
+    import stat
+
+    from milvus_audit.integrity.verify import verify
+
+    key = bytes(range(32))
+    key_file = tmp_path / "integrity.key"
+    key_file.write_text(key.hex() + "\n")
+    jsonl = tmp_path / "audit.jsonl"
+    pipeline = milvus_audit.configure(jsonl_path=jsonl, set_global=False)
+    client = milvus_audit.MilvusClient(str(tmp_path / "m.db"), audit=pipeline.audit_config(integrity_key=key_file))
+    client.list_collections()
+    client.close()
+    pipeline.shutdown()
+    assert [(r.closed, r.findings) for r in verify([jsonl], key=key)] == [(True, [])]
+    assert stat.S_IMODE(jsonl.stat().st_mode) == 0o600
+    with pytest.raises(ConfigError, match="neither hex nor an existing key file"):
+        AuditConfig(integrity_key=str(tmp_path / "missing.key"))

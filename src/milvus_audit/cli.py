@@ -84,25 +84,19 @@ def _looks_like_pem(data: bytes) -> bool:
 
 
 def _hex_key(data: bytes) -> bytes | None:
-    try:
-        return bytes.fromhex(data.strip().decode("ascii")) or None
-    except (UnicodeDecodeError, ValueError):
-        return None
+    from milvus_audit.integrity.chain import hex_key
+
+    return hex_key(data)
 
 
 def read_key_file(path: str | Path) -> bytes:
-    """The integrity (HMAC) key in a file: hex, as `milvus-audit keygen` writes it, or 32 raw bytes."""
-    data = Path(path).read_bytes()
-    if _looks_like_pem(data):
-        raise CliError(f"{path}:1: a PEM key, not the integrity key: --key-file takes the hex HMAC key "
-                       "(integrity.key); give checkpoint-verify.pem with --public-key")
-    key = _hex_key(data)
-    if key is not None:
-        return key
-    if len(data) == 32:
-        return data
-    raise CliError(f"{path}:1: not an integrity key: expected hex (as `milvus-audit keygen` writes in "
-                   "integrity.key) or 32 raw bytes")
+    """The integrity (HMAC) key in a file (the same reading as `AuditConfig(integrity_key=PATH)`)."""
+    from milvus_audit.integrity import chain
+
+    try:
+        return chain.read_key_file(path)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
 
 
 def _integrity_key(args: argparse.Namespace) -> bytes | None:

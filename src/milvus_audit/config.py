@@ -22,6 +22,13 @@ if TYPE_CHECKING:  # type-only: these layers sit above config and are never impo
 
 AlertCallback = Callable[["Alert"], object]
 
+
+def _is_hex(text: str) -> bool:
+    try:
+        return bool(bytes.fromhex(text.strip()))
+    except ValueError:
+        return False
+
 CaptureFilters = Literal["sanitized", "raw", "none"]
 _CAPTURE_FILTERS = ("sanitized", "raw", "none")
 
@@ -43,7 +50,7 @@ class AuditConfig:
     - `on_alert`: callables invoked with each alert.
     - `playbooks`: `milvus_audit.respond.Playbook`s run when alerts fire (a YAML
       rules file given as `detection` may carry more).
-    - `integrity_key`: HMAC key (bytes or hex) for the tamper-evident chain; falls back
+    - `integrity_key`: HMAC key (bytes, hex, or a key file's path) for the tamper-evident chain; falls back
       to `MILVUS_AUDIT_INTEGRITY_KEY` (hex). With neither, the chain is off.
     - `signing_key`: Ed25519 private key (object or PEM path) for signed checkpoints
       every `checkpoint_every` records or `checkpoint_interval_s` seconds; falls back
@@ -56,6 +63,17 @@ class AuditConfig:
       trace id as the record; False leaves the client's RPCs as they are.
     - `clock`: seconds since the epoch for record timestamps and rule windows
       (default `time.time`); inject one for deterministic tests.
+    - `shared_state`: share detection windows, alert cooldowns and blocks with every other
+      process of the deployment through Redis: a `redis://` or `rediss://` (TLS) URL, or True
+      for the URL in `MILVUS_AUDIT_REDIS_URL`. None (the default) also takes that variable
+      when it is set; False turns sharing off whatever the environment says. Needs
+      `pip install 'milvus-audit[redis]'`. See docs/deployment.md.
+    - `shared_state_prefix`: the Redis key prefix of this deployment (default
+      `MILVUS_AUDIT_REDIS_PREFIX`, else `"milvus-audit"`): processes share state only with
+      processes of the same prefix.
+    - `block_key`: HMAC key (bytes or hex) signing shared blocks; falls back to
+      `MILVUS_AUDIT_BLOCK_KEY`, then to the integrity key. Without one, blocks stay in
+      the process that raised them.
 
     Clients built with the same `AuditConfig` share its detection state, so a brute
     force spread over many short-lived clients is still seen as one.
@@ -70,12 +88,15 @@ class AuditConfig:
     on_alert: AlertCallback | Sequence[AlertCallback] = field(default_factory=tuple)
     clock: Callable[[], float] | None = None
     playbooks: Sequence[Playbook] = field(default_factory=tuple)
-    integrity_key: bytes | str | None = None
+    integrity_key: bytes | str | os.PathLike[str] | None = None
     signing_key: Ed25519PrivateKey | str | os.PathLike[str] | None = None
     checkpoint_every: int = 1000
     checkpoint_interval_s: float = 60.0
     fail_closed: bool = False
     propagate: bool = True
+    shared_state: str | bool | None = None
+    shared_state_prefix: str | None = None
+    block_key: bytes | str | None = field(default=None, repr=False)
     # What `wiring.runtime_for()` built for this configuration (emitter, gates, sinks, handlers).
     _runtime: object = field(default=None, init=False, repr=False, compare=False)
     # The spools whose health fail-closed mode checks: set by `AuditPipeline.audit_config()`;
@@ -121,7 +142,35 @@ class AuditConfig:
         for name in ("fail_closed", "propagate"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"AuditConfig.{name} must be True or False, not {getattr(self, name)!r}")
-        for name in ("integrity_key", "credential_key"):
+        _check_shared_state(self.shared_state, self.shared_state_prefix)
+        for name in ("credential_key", "block_key"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), (bytes, str)):
                 raise ConfigError(f"AuditConfig.{name} takes bytes or a hex string, "
                                   f"not {type(getattr(self, name)).__name__}")
+        key = self.integrity_key
+        if key is not None and not isinstance(key, (bytes, str, os.PathLike)):
+            raise ConfigError(f"AuditConfig.integrity_key takes bytes, a hex string or a key file's path, "
+                              f"not {type(key).__name__}")
+        if isinstance(key, (str, os.PathLike)) and not _is_hex(str(key)) and not os.path.isfile(key):
+            raise ConfigError("AuditConfig.integrity_key: neither hex nor an existing key file "
+                              "(`milvus-audit keygen --out DIR` writes DIR/integrity.key)")
+
+
+SHARED_STATE_SCHEMES = ("redis://", "rediss://", "unix://")
+_PREFIX_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:-")
+
+
+def _check_shared_state(url: object, prefix: object) -> None:
+    """`shared_state` and its prefix, checked at construction (the URL itself is never echoed:
+    it may carry a password)."""
+    if url is not None and not isinstance(url, (bool, str)):
+        raise ConfigError(f"AuditConfig.shared_state takes a redis:// or rediss:// URL, True or False, "
+                          f"not {type(url).__name__}")
+    if isinstance(url, str) and not url.startswith(SHARED_STATE_SCHEMES):
+        scheme = url.partition("://")[0] if "://" in url else "no scheme"
+        raise ConfigError(f"AuditConfig.shared_state must be a redis://, rediss:// or unix:// URL, "
+                          f"not one with {scheme[:16]!r}")
+    if prefix is not None and (not isinstance(prefix, str) or not prefix or len(prefix) > 64
+                               or not set(prefix) <= _PREFIX_CHARACTERS):
+        raise ConfigError("AuditConfig.shared_state_prefix must be 1 to 64 characters of letters, digits "
+                          f"and _ . : -, not {prefix!r}")

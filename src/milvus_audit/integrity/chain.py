@@ -98,12 +98,41 @@ def signer_id(public_key: Ed25519PublicKey) -> str:
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
-def integrity_key(configured: bytes | str | None) -> bytes | None:
-    """The HMAC key: configured, or hex from MILVUS_AUDIT_INTEGRITY_KEY; None turns the chain off."""
+def hex_key(data: bytes) -> bytes | None:
+    """The key written as hex (surrounding whitespace allowed), or None."""
+    try:
+        return bytes.fromhex(data.strip().decode("ascii")) or None
+    except (UnicodeDecodeError, ValueError):
+        return None
+
+
+def read_key_file(path: str | os.PathLike[str]) -> bytes:
+    """The integrity (HMAC) key in a file: hex, as `milvus-audit keygen` writes it, or 32 raw bytes.
+    A PEM file (a signing or verify key) is refused with what to do instead."""
+    data = Path(path).read_bytes()
+    if data.lstrip().startswith(b"-----BEGIN"):
+        raise ValueError(f"{path}:1: a PEM key, not the integrity key: --key-file takes the hex HMAC key "
+                         "(integrity.key); give checkpoint-verify.pem with --public-key")
+    key = hex_key(data)
+    if key is not None:
+        return key
+    if len(data) == 32:
+        return data
+    raise ValueError(f"{path}:1: not an integrity key: expected hex (as `milvus-audit keygen` writes in "
+                     "integrity.key) or 32 raw bytes")
+
+
+def integrity_key(configured: bytes | str | os.PathLike[str] | None) -> bytes | None:
+    """The HMAC key: bytes, hex, or the path of a key file (as `signing_key` takes a path), else hex
+    from MILVUS_AUDIT_INTEGRITY_KEY; None turns the chain off."""
     if isinstance(configured, bytes):
         return configured
     if isinstance(configured, str):
-        return bytes.fromhex(configured)
+        key = hex_key(configured.encode("utf-8", "replace"))
+        if key is not None:
+            return key
+    if configured is not None:
+        return read_key_file(configured)
     env = os.environ.get(KEY_ENV)
     return bytes.fromhex(env) if env else None
 

@@ -118,6 +118,7 @@ def configure(
     insecure: bool | None = None,
     jsonl_path: str | os.PathLike[str] | None = None,
     jsonl_format: Literal["otel", "ecs", "ocsf"] = "otel",
+    jsonl_file_mode: int = 0o600,
     console: bool = False,
     spool_dir: str | os.PathLike[str] | None = None,
     spool_fsync: FsyncPolicy = "interval",
@@ -129,7 +130,8 @@ def configure(
     """Set up OpenTelemetry for the audit stream; return a handle with `force_flush()`/`shutdown()`.
 
     OTLP export is on when `endpoint` is given or an `OTEL_EXPORTER_OTLP_*ENDPOINT`
-    variable is set. `jsonl_path` also appends each audit record to that file as one
+    variable is set. `jsonl_path` also appends each audit record to that file (created with
+    `jsonl_file_mode`, 0600 by default) as one
     JSON line, in the core format (`jsonl_format="otel"`) or as ECS or OCSF;
     `console=True` prints each record readably. With `set_global=False` the
     providers are returned without becoming global (use `pipeline.audit_config()`).
@@ -172,7 +174,8 @@ def configure(
         if jsonl_format not in ("otel", "ecs", "ocsf"):
             raise ValueError(f"configure(jsonl_format=...) must be otel, ecs or ocsf, not {jsonl_format!r}")
         formatter = FORMATTERS[jsonl_format]
-        logger_provider.add_log_record_processor(JsonlProcessor(JsonlExporter(path, formatter)))
+        exporter = JsonlExporter(path, formatter, file_mode=jsonl_file_mode)
+        logger_provider.add_log_record_processor(JsonlProcessor(exporter))
     if console:
         logger_provider.add_log_record_processor(SimpleLogRecordProcessor(ConsoleExporter()))
     meter_provider = MeterProvider(resource=resource, metric_readers=readers)
