@@ -125,7 +125,7 @@ def _before_final_checkpoint(records: list[dict[str, Any]]) -> list[dict[str, An
     return records[:-1]
 
 
-def test_shutdown_drains_alerts_and_responses_before_the_final_checkpoint(tmp_path: Path) -> None:
+def test_promise_shutdown_drains_alerts_and_responses_before_the_final_checkpoint(tmp_path: Path) -> None:
     hook = Receiver(delay_s=0.2)
     try:
         jsonl, _ = _ordered_stream(tmp_path, hook.url, timeout_s=10)
@@ -139,7 +139,7 @@ def test_shutdown_drains_alerts_and_responses_before_the_final_checkpoint(tmp_pa
     assert len(hook.requests) == 4
 
 
-def test_shutdown_abandons_what_it_cannot_deliver_in_time(tmp_path: Path) -> None:
+def test_promise_shutdown_records_undelivered_responses_as_abandoned(tmp_path: Path) -> None:
     hook = Receiver(delay_s=3)
     try:
         jsonl, _ = _ordered_stream(tmp_path, hook.url, timeout_s=0.5)
