@@ -34,6 +34,8 @@ class MilvusServer:
     uri: str
     root_user: str = ROOT_USER
     root_password: str = ROOT_PASSWORD
+    # The server's stdout, where the access log (proxy.accessLog.enable=true) lands among its other output.
+    access_log: Path | None = None
 
 
 def _healthy() -> bool:
@@ -66,7 +68,8 @@ def milvus_server() -> Iterator[MilvusServer]:
     log_path = data_dir / "server.log"
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
-            [*_server_command(), "--data", str(data_dir / "data"), "--authorization-enabled", "true"],
+            [*_server_command(), "--data", str(data_dir / "data"), "--authorization-enabled", "true",
+             "--extra-config", "proxy.accessLog.enable=true"],
             stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
         )
     deadline = time.monotonic() + START_TIMEOUT_S
@@ -78,7 +81,8 @@ def milvus_server() -> Iterator[MilvusServer]:
                         f"its log:\n{log_tail}", pytrace=False)
         time.sleep(0.5)
     try:
-        yield MilvusServer(uri=f"http://127.0.0.1:{GRPC_PORT}")
+        yield MilvusServer(uri=f"http://127.0.0.1:{GRPC_PORT}",
+                           access_log=data_dir / "data" / "logs" / "milvus-stdout.log")
     finally:
         _stop(process)
         shutil.rmtree(data_dir, ignore_errors=True)

@@ -434,6 +434,12 @@ for _each in _RPCS:
         _RPCS_OF[_served] = (*_RPCS_OF.get(_served, ()), _each.name)
 
 
+# Operations that may send no RPC although they usually do: pymilvus shares one connection
+# between clients with the same URI and credentials, and a client that reuses one connects
+# without a Connect RPC. A missing server line does not make them unconfirmed.
+RPC_OPTIONAL: frozenset[str] = frozenset({"connect"})
+
+
 def rpcs_of(operation: str) -> tuple[str, ...]:
     """The RPCs a catalog operation sends (empty for calls answered by the client alone: close)."""
     return _RPCS_OF.get(operation, ())

@@ -25,7 +25,7 @@ from typing import Any
 from milvus_audit import semconv
 from milvus_audit.export.jsonl import parse_rfc3339, rfc3339
 from milvus_audit.integrity.verify import core_record
-from milvus_audit.model.catalog import Action, Category, rpc_lookup, rpcs_of
+from milvus_audit.model.catalog import RPC_OPTIONAL, Action, Category, rpc_lookup, rpcs_of
 from milvus_audit.serverlog.parse import AccessLogParser, ParseStats, ServerRecord
 
 __all__ = ["ClientRecord", "Reconciliation", "read_client_records", "read_server_records", "reconcile"]
@@ -244,7 +244,8 @@ def reconcile(clients: list[ClientRecord], servers: list[ServerRecord], *, grace
     else:
         first, last = 1, 0
     for client in clients:
-        if id(client) in seen_clients or not client.succeeded or not rpcs_of(client.operation):
+        if id(client) in seen_clients or not client.succeeded or not rpcs_of(client.operation) \
+                or client.operation in RPC_OPTIONAL:
             continue
         if not first <= client.timestamp_ns <= last:
             result.outside_coverage += 1
