@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 __all__ = ["BASE_FORMAT", "DEFAULT_FORMATS", "FIELDS", "FormatError", "Pattern", "compile_format",
@@ -54,6 +54,7 @@ class Pattern:
     fields: tuple[str, ...]
     methods: frozenset[str] | None  # None: every method (the base formatter)
     marker: str | None  # a literal that only access lines carry ("[ACCESS]"), to tell malformed from foreign
+    required: tuple[str, ...] = ()  # literals the other formatters lack: a cheap test before matching
 
     def match(self, line: str) -> list[str] | None:
         """The field values of `line`, or None when it does not have this shape. Linear in `line`."""
@@ -61,21 +62,24 @@ class Pattern:
         first = literals[0]
         if first and not line.startswith(first):
             return None
+        for literal in self.required:
+            if literal not in line:
+                return None
         pos = len(first)
-        last = len(self.fields) - 1
         values: list[str] = []
-        for index in range(last + 1):
-            after = literals[index + 1]
-            if index == last:
-                end = len(line) - len(after)
-                if end < pos or (after and not line.endswith(after)):
-                    return None
-            else:
-                end = line.find(after, pos)
-                if end < 0:
-                    return None
-            values.append(line[pos:end])
+        append = values.append
+        find = line.find
+        for after in literals[1:-1]:
+            end = find(after, pos)
+            if end < 0:
+                return None
+            append(line[pos:end])
             pos = end + len(after)
+        last = literals[-1]
+        end = len(line) - len(last)
+        if end < pos or (last and not line.endswith(last)):
+            return None
+        append(line[pos:end])
         return values
 
 
@@ -125,8 +129,16 @@ def compile_format(fmt: str, name: str = "custom", methods: Iterable[str] | None
 
 
 def _ordered(patterns: Sequence[Pattern]) -> tuple[Pattern, ...]:
-    """Method-specific formatters first (most literals first), the base formatter last."""
-    return tuple(sorted(patterns, key=lambda p: (p.methods is None, -len(p.literals))))
+    """Method-specific formatters first (most literals first), the base formatter last; each knows
+    the literals that set it apart from the others (tested with `in` before a full match)."""
+    ordered = sorted(patterns, key=lambda p: (p.methods is None, -len(p.literals)))
+    out = []
+    for pattern in ordered:
+        others = [other for other in ordered if other is not pattern]
+        required = tuple(literal for literal in dict.fromkeys(pattern.literals)
+                         if literal.strip() and others and all(literal not in other.literals for other in others))
+        out.append(replace(pattern, required=required[:2]))
+    return tuple(out)
 
 
 DEFAULT_FORMATS: Mapping[str, tuple[Pattern, ...]] = {

@@ -15,6 +15,7 @@ and line, never fatal.
 from __future__ import annotations
 
 import calendar
+from functools import lru_cache
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,11 +74,24 @@ class ParseStats:
 
 # -- field parsers -----------------------------------------------------------------------
 _MIDNIGHT: dict[str, int] = {}
+_SECONDS: dict[str, int] = {}  # `YYYY/MM/DD hh:mm:ss +zz:zz` -> ns: a busy log repeats each second many times
 
 
 def parse_time_ns(text: str) -> int | None:
     """`2026/11/29 18:46:37.381 +00:00` (Go's `2006/01/02 15:04:05.000 -07:00`, what Milvus
     logs) or RFC 3339 as nanoseconds since the epoch; None when it is neither."""
+    if len(text) == 30 and text[19] == "." and text[23] == " ":  # Milvus's own layout: one cache lookup
+        key = text[:19] + text[23:]
+        seconds_cached = _SECONDS.get(key)
+        if seconds_cached is not None and text[20:23].isdigit():
+            return seconds_cached + int(text[20:23]) * 1_000_000
+        slow = parse_time_ns(text[:19] + text[23:] + " ")
+        if slow is None or not text[20:23].isdigit():
+            return None
+        if len(_SECONDS) > 4096:
+            _SECONDS.clear()
+        _SECONDS[key] = slow
+        return slow + int(text[20:23]) * 1_000_000
     text = text.strip()
     try:
         if len(text) >= 19 and text[4] in "/-" and text[10] in " T":
@@ -164,6 +178,47 @@ def _names(text: str) -> list[str]:
     return [name for name in text.replace(",", " ").split() if name]
 
 
+_MAX_CACHED_MESSAGE = 2048
+
+
+@lru_cache(maxsize=1024)
+def _scrubbed(message: str, expression: str, raw: bool) -> str:
+    """Servers repeat their error messages (every refused login says the same): scrubbed once."""
+    return scrub_message(message, filter_text=expression or None, secrets=(), raw_filters=raw)
+
+
+def _common_prefix(patterns: Sequence[Pattern]) -> tuple[str, ...] | None:
+    """The literals up to and around `$method_name` when every pattern shares them and the fields before."""
+    if not patterns:
+        return None
+    first = patterns[0]
+    index = first.fields.index("method_name")
+    for pattern in patterns[1:]:
+        if pattern.fields[:index + 1] != first.fields[:index + 1] or \
+                pattern.literals[:index + 2] != first.literals[:index + 2]:
+            return None
+    return first.literals[:index + 2]
+
+
+_STATIC: dict[str, dict[str, Any]] = {}
+# Bounded caches of what busy logs repeat: durations (µs resolution repeats), connections' addresses.
+_DURATIONS: dict[str, float] = {}
+_ADDRESSES: dict[str, tuple[str | None, int | None]] = {}
+
+
+def _static_attributes(method: str) -> dict[str, Any]:
+    """What every record of an RPC carries, from the catalog (cached per method name)."""
+    rpc = rpc_lookup(method)
+    static: dict[str, Any] = {semconv.SOURCE: semconv.SOURCE_SERVER, semconv.DB_SYSTEM_NAME: "milvus",
+                              semconv.RPC_METHOD: method, semconv.CATEGORY: rpc.category.value,
+                              semconv.MUTATING: rpc.mutating}
+    if rpc.operation is not None:
+        static[semconv.DB_OPERATION_NAME] = rpc.operation
+    if len(_STATIC) < 4096:
+        _STATIC[method] = static
+    return static
+
+
 class AccessLogParser:
     """Turns access-log lines into `ServerRecord`s.
 
@@ -180,6 +235,34 @@ class AccessLogParser:
         self.server_address = server_address
         self.markers = tuple({p.marker for p in self.patterns if p.marker})
         self.stats = ParseStats()
+        # When every formatter starts the same way up to $method_name (the defaults do), the method
+        # is read once and picks the formatters that can hold the line: one full match per line.
+        self._prefix = _common_prefix(self.patterns)
+        self._by_method: dict[str, tuple[Pattern, ...]] = {}
+
+    def _candidates(self, line: str) -> tuple[Pattern, ...] | None:
+        """The formatters to try for `line`, or None when it cannot be an access line of any."""
+        prefix = self._prefix
+        if prefix is None:
+            return self.patterns
+        literals = prefix
+        first = literals[0]
+        if first and not line.startswith(first):
+            return None
+        pos = len(first)
+        end = pos
+        for after in literals[1:]:
+            end = line.find(after, pos)
+            if end < 0:
+                return None
+            method_start, pos = pos, end + len(after)
+        method = line[method_start:end].strip()
+        found = self._by_method.get(method)
+        if found is None:
+            found = tuple(p for p in self.patterns if p.methods is None or method in p.methods)
+            if len(self._by_method) < 4096:
+                self._by_method[method] = found
+        return found
 
     # -- lines -------------------------------------------------------------------------
     def parse_line(self, line: str, where: str = "") -> ServerRecord | None:
@@ -188,7 +271,8 @@ class AccessLogParser:
         stats = self.stats
         stats.lines += 1
         line = line.rstrip("\r\n")
-        for pattern in self.patterns:
+        candidates = self._candidates(line)
+        for pattern in candidates or ():
             values = pattern.match(line)
             if values is None:
                 continue
@@ -233,24 +317,31 @@ class AccessLogParser:
         if timestamp_ns is None:
             return f"not a time: {time_text[:40]!r}"
         cost = fields.get("time_cost")
-        duration_ms = parse_duration_ms(cost) if cost is not None else None
+        duration_ms = None
+        if cost is not None:
+            duration_ms = _DURATIONS.get(cost)
+            if duration_ms is None:
+                duration_ms = parse_duration_ms(cost)
+                if duration_ms is not None and len(_DURATIONS) < 8192:
+                    _DURATIONS[cost] = duration_ms
         if cost is not None and duration_ms is None:
             return f"not a duration: {cost[:40]!r}"
-        rpc = rpc_lookup(method)
-        attributes: dict[str, Any] = {
-            semconv.SOURCE: semconv.SOURCE_SERVER,
-            semconv.DB_SYSTEM_NAME: "milvus",
-            semconv.RPC_METHOD: method,
-            semconv.CATEGORY: rpc.category.value,
-            semconv.MUTATING: rpc.mutating,
-        }
-        if rpc.operation is not None:
-            attributes[semconv.DB_OPERATION_NAME] = rpc.operation
+        static = _STATIC.get(method)
+        if static is None:
+            static = _static_attributes(method)
+        attributes: dict[str, Any] = static.copy()
         user = fields.get("user_name", "").strip()
         if user not in _ABSENT:
             attributes[semconv.USER_NAME] = user
-        if "user_addr" in fields:
-            address, port = _address(fields["user_addr"])
+        user_addr = fields.get("user_addr")
+        if user_addr is not None:
+            found = _ADDRESSES.get(user_addr)
+            if found is None:
+                found = _address(user_addr)
+                if len(_ADDRESSES) >= 8192:
+                    _ADDRESSES.clear()
+                _ADDRESSES[user_addr] = found
+            address, port = found
             if address:
                 attributes[semconv.CLIENT_ADDRESS] = address
             if port is not None:
@@ -278,9 +369,12 @@ class AccessLogParser:
             if error_type:
                 attributes[semconv.ERROR_TYPE] = error_type
         if message:
-            attributes[semconv.ERROR_MESSAGE] = scrub_message(
-                message, filter_text=expression or None, secrets=(), raw_filters=self.capture_filters == "raw",
-                carried=_names(fields.get("partition_name", "")))
+            partitions = fields.get("partition_name", "").strip().strip("[]").strip()
+            raw = self.capture_filters == "raw"
+            attributes[semconv.ERROR_MESSAGE] = (
+                scrub_message(message, filter_text=expression or None, secrets=(), raw_filters=raw,
+                              carried=_names(partitions)) if partitions or len(message) > _MAX_CACHED_MESSAGE
+                else _scrubbed(message, expression, raw))
         if duration_ms is not None:
             attributes[semconv.DURATION_MS] = duration_ms
         database = fields.get("database_name", "").strip()
