@@ -269,6 +269,7 @@ DOCUMENTED_KEYS = {
     "syslog": {"endpoint", "port", "network", "protocol", "tls", "sending_queue", "retry_on_failure", "timeout"},
     "file_storage": {"directory", "timeout", "compaction", "fsync"},
     "basicauth": {"client_auth", "htpasswd"},
+    "transform": {"error_mode", "log_statements", "trace_statements", "metric_statements"},
 }
 
 

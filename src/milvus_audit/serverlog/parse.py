@@ -15,9 +15,9 @@ and line, never fatal.
 from __future__ import annotations
 
 import calendar
-from functools import lru_cache
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from milvus_audit import semconv
