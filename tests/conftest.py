@@ -22,7 +22,7 @@ import milvus_audit
 from milvus_audit import AuditConfig
 from tests.otlp_receiver import OtlpReceiver
 
-pytest_plugins = ["tests.server"]
+pytest_plugins = ["tests.server", "tests.redis_server"]  # the real Milvus server; a real Redis (fleet tests)
 
 
 class Telemetry:

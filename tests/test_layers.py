@@ -24,6 +24,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("otel",),
     ("serverlog",),
     ("auditing",),
+    ("shared",),
     ("detect",),
     ("respond",),
     ("siem",),

@@ -18,6 +18,7 @@ RESPONSE_EVENT: Final = "milvus.response"
 CHECKPOINT_EVENT: Final = "milvus.audit.checkpoint"
 GAP_EVENT: Final = "milvus.audit.gap"
 SERVER_ACCESS_EVENT: Final = "milvus.server.access"  # one line of the Milvus proxy's access log
+DEGRADED_EVENT: Final = "milvus.audit.degraded"  # shared detection state lost, or restored
 EVENT_PREFIX: Final = "milvus."
 
 # -- severities (`severity_text`) -----------------------------------------------------
@@ -138,6 +139,19 @@ RESPONSE_TARGET: Final = "milvus_audit.response.target"
 RESPONSE_OUTCOME: Final = "milvus_audit.response.outcome"
 RESPONSE_DRY_RUN: Final = "milvus_audit.response.dry_run"
 RESPONSE_ERROR: Final = "milvus_audit.response.error"
+RESPONSE_SOURCE: Final = "milvus_audit.response.source"  # "shared_state": an entry read from Redis
+REJECTED: Final = "rejected"  # response outcome: an unsigned or forged shared block entry, ignored
+ALERT_PROCESSES: Final = "milvus_audit.alert.processes"  # with shared state: processes that saw the incident
+
+# -- shared detection state (`AuditConfig(shared_state=...)`, milvus_audit.shared) ----------
+DEGRADED_COMPONENT: Final = "milvus_audit.degraded.component"  # "shared_state"
+DEGRADED_STATE: Final = "milvus_audit.degraded.state"  # "lost" or "restored"
+DEGRADED_REASON: Final = "milvus_audit.degraded.reason"  # the error's type, never its text (it may hold the URL)
+DEGRADED_DURATION_S: Final = "milvus_audit.degraded.duration_s"  # on "restored": how long sharing was lost
+SHARED_STATE_UP: Final = "milvus_audit.shared_state.up"  # gauge: 1 while Redis answers, else 0
+REDIS_URL_ENV: Final = "MILVUS_AUDIT_REDIS_URL"
+REDIS_PREFIX_ENV: Final = "MILVUS_AUDIT_REDIS_PREFIX"
+BLOCK_KEY_ENV: Final = "MILVUS_AUDIT_BLOCK_KEY"
 
 # Who a call is attributed to, most specific first (detection's principal).
 PRINCIPAL_KEYS: Final = (ENDUSER_ID, USER_NAME, AUTH_CREDENTIAL_ID)

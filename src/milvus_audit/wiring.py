@@ -9,6 +9,7 @@ state and blocks.
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from milvus_audit.export.spool import active_spools
 from milvus_audit.model.record import Sink
 from milvus_audit.otel.emitter import OTelEmitter
 from milvus_audit.respond.playbook import Responder, playbooks_from_yaml
+from milvus_audit.shared import SharedState, shared_settings
 
 _LOCK = threading.Lock()
 
@@ -42,6 +44,9 @@ def build_runtime(config: AuditConfig) -> AuditRuntime:
     if config.fail_closed:
         gates.append(DurabilityGate(lambda: _durable_spools(config), emitter.count_refusal))
     runtime = AuditRuntime(config, emitter)
+    shared = _shared_state(config, emitter)
+    if shared is not None and config.fail_closed:
+        gates.append(shared)  # fail-closed: refuse while the fleet's blocks cannot be known
     rules = rules_from(config.detection)
     if rules is not None:
         handlers: list[AlertHandler] = [record_alerts(emitter), *config.alert_callbacks()]
@@ -56,10 +61,38 @@ def build_runtime(config: AuditConfig) -> AuditRuntime:
             gates.append(blocks)
             runtime.blocks, runtime.responder = blocks, responder
             inline = responder.can_block
-        sinks: list[Sink] = [DetectionSink(rules, handlers, inline=inline)]
+        sink = DetectionSink(rules, handlers, inline=inline)
+        if shared is not None:
+            sink.share(shared)
+        sinks: list[Sink] = [sink]
         runtime.sinks.extend(sinks)
+    if shared is not None:
+        if runtime.blocks is None:  # no playbook here blocks, but the fleet's blocks apply here too
+            runtime.blocks = BlockList(config.clock)
+            gates.append(runtime.blocks)
+        shared.attach_blocks(runtime.blocks)
+        runtime.shared = shared  # type: ignore[attr-defined]
+        shared.start()  # loads the fleet's blocks before the first call (bounded by a short timeout)
     runtime.gates = tuple(gates)
     return runtime
+
+
+def shared_state_of(runtime: AuditRuntime) -> SharedState | None:
+    """The configuration's connection to the fleet (`AuditConfig(shared_state=...)`), if any."""
+    state = getattr(runtime, "shared", None)
+    return state if isinstance(state, SharedState) else None
+
+
+def _shared_state(config: AuditConfig, emitter: OTelEmitter) -> SharedState | None:
+    settings = shared_settings(config)
+    if settings is None:
+        return None
+    if settings.block_key is None:
+        logging.getLogger("milvus_audit").warning(
+            "milvus-audit shared state: no block key (AuditConfig.block_key, MILVUS_AUDIT_BLOCK_KEY or the "
+            "integrity key): counts and cooldowns are shared, blocks stay in the process that placed them")
+    return SharedState(settings, emitter, clock=config.clock, meter_provider=config.meter_provider,
+                       fail_closed=config.fail_closed)
 
 
 def _durable_spools(config: AuditConfig) -> list[Durable]:

@@ -8,10 +8,11 @@ playbook, only this interface.
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from milvus_audit.exceptions import AccessBlocked, AuditUnavailable
@@ -57,18 +58,34 @@ class BlockEntry:
     until: float
     rule: str
     alert_id: str
+    id: str = field(default_factory=lambda: secrets.token_hex(8), compare=False)  # names it in a fleet-wide lift
+
+
+class BlockListener(Protocol):
+    """Told of each block placed or lifted here (shared state announces them to the fleet)."""
+
+    def blocked(self, entry: BlockEntry) -> None: ...
+
+    def lifted(self, entry: BlockEntry) -> None: ...
 
 
 class BlockList:
-    """Blocks shared by every client of one `AuditConfig`; list and lift them from Python."""
+    """Blocks shared by every client of one `AuditConfig`; list and lift them from Python.
+
+    With shared state (`AuditConfig(shared_state=...)`) `listener` announces what is placed
+    or lifted here to every process of the fleet, and `apply`/`remove` take in theirs."""
 
     def __init__(self, clock: Callable[[], float] | None = None) -> None:
         self._clock = clock or time.time
         self._entries: dict[tuple[str, str], BlockEntry] = {}
         self._lock = threading.Lock()
+        self.listener: BlockListener | None = None
 
     def __bool__(self) -> bool:
         return bool(self._entries)
+
+    def now(self) -> float:
+        return self._clock()
 
     def block(self, scope: str, principal: str, ttl_s: float, rule: str = "", alert_id: str = "") -> BlockEntry:
         if scope not in SCOPES:
@@ -76,11 +93,37 @@ class BlockList:
         entry = BlockEntry(scope, principal, self._clock() + ttl_s, rule, alert_id)
         with self._lock:
             self._entries[(scope, principal)] = entry
+        if self.listener is not None:
+            self.listener.blocked(entry)
         return entry
 
     def lift(self, scope: str, principal: str) -> bool:
         with self._lock:
-            return self._entries.pop((scope, principal), None) is not None
+            entry = self._entries.pop((scope, principal), None)
+        if entry is not None and self.listener is not None:
+            self.listener.lifted(entry)
+        return entry is not None
+
+    def get(self, scope: str, principal: str) -> BlockEntry | None:
+        return self._entries.get((scope, principal))
+
+    def apply(self, entry: BlockEntry) -> bool:
+        """Take in a block placed elsewhere in the fleet (not announced again); False if known."""
+        with self._lock:
+            known = self._entries.get((entry.scope, entry.principal))
+            if known is not None and known.id == entry.id:
+                return False
+            self._entries[(entry.scope, entry.principal)] = entry
+        return True
+
+    def remove(self, scope: str, principal: str, entry_id: str) -> bool:
+        """Take in a lift from elsewhere in the fleet: only of the block it names."""
+        with self._lock:
+            known = self._entries.get((scope, principal))
+            if known is None or known.id != entry_id:
+                return False
+            del self._entries[(scope, principal)]
+        return True
 
     def list(self) -> list[BlockEntry]:
         now = self._clock()

@@ -11,7 +11,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from milvus_audit import semconv
 from milvus_audit.detect.engine import Alert, DetectionEngine, Observation
@@ -20,6 +20,10 @@ from milvus_audit.model.record import AuditEvent, event_id
 from milvus_audit.otel.emitter import OTelEmitter
 from milvus_audit.runtime.diagnostics import INTERNAL_ERRORS
 from milvus_audit.runtime.worker import BACKGROUND
+
+if TYPE_CHECKING:
+    from milvus_audit.shared.fleet import Recheck
+    from milvus_audit.shared.state import SharedState
 
 AlertHandler = Callable[[Alert], object]
 ALERT_EVENT = semconv.ALERT_EVENT
@@ -76,6 +80,20 @@ class DetectionSink:
             alerts = self.engine.observe(observation)
         for alert in alerts:  # outside the lock: callbacks and playbooks may call Milvus again
             self.publish(alert)
+        return alerts
+
+    def share(self, state: SharedState) -> None:
+        """Shared state: the rules count with the fleet's last synced counts, alerts wait for
+        their fleet-wide cooldown, and after each sync the rules decide again (`recheck`)."""
+        self.engine._alerting.fleet = state.fleet
+        state.attach_detection(self.recheck, self.publish)
+
+    def recheck(self, rechecks: Sequence[Recheck]) -> list[Alert]:
+        """Runs on the shared state's sync thread, under the engine's lock; the caller publishes."""
+        alerts: list[Alert] = []
+        with self._lock:
+            for recheck in rechecks:
+                recheck(alerts)
         return alerts
 
     def publish(self, alert: Alert) -> None:

@@ -30,6 +30,7 @@ from milvus_audit.semconv import (
     ALERT_EVENTS,
     ALERT_ID,
     ALERT_PRINCIPAL,
+    ALERT_PROCESSES,
     ALERT_RULE,
     ALERT_SEVERITY,
     ALERT_SUMMARY,
@@ -46,6 +47,7 @@ from milvus_audit.semconv import (
 
 if TYPE_CHECKING:
     from milvus_audit.detect.rules.settings import Rules, RuleSettings
+    from milvus_audit.shared.fleet import Fleet
 
 __all__ = ["MAX_CONTRIBUTING", "PRINCIPAL_KEYS", "SIGMA_PRINCIPAL", "Alert", "Alerting", "Observation", "Param",
            "Rule", "RuleInfo", "account_of", "client_of", "principal_of"]
@@ -104,6 +106,7 @@ class Alert:
     suppressed: int = 0
     id: str = field(default_factory=lambda: secrets.token_hex(8))
     collection: str | None = None
+    processes: int | None = None  # with shared state: how many processes saw the incident
 
     def attributes(self) -> dict[str, Any]:
         """The `milvus.alert` record's attributes."""
@@ -123,6 +126,8 @@ class Alert:
         attributes.update(self.principal_attributes)
         if self.collection:
             attributes[DB_COLLECTION_NAME] = self.collection
+        if self.processes is not None:
+            attributes[ALERT_PROCESSES] = self.processes
         return attributes
 
 
@@ -165,6 +170,9 @@ class Alerting:
         self.maps: list[BoundedMap[Any]] = []
         self.cooldowns: BoundedMap[list[float]] = self.bounded(lambda: [float("-inf"), 0])
         self.peaks: BoundedMap[float] = self.bounded(float)
+        # Shared state (`AuditConfig(shared_state=...)`): the fleet's counts as last synced, and
+        # fleet-wide cooldowns. None: this engine sees only its own process.
+        self.fleet: Fleet | None = None
 
     def bounded(self, factory: Callable[[], Any]) -> BoundedMap[Any]:
         """A per-principal map capped at `max_principals`, counted in the engine's evictions."""
@@ -271,6 +279,9 @@ class Rule:
                       timestamp_ns=int(observation.timestamp_s * 1e9), count=count, threshold=threshold,
                       window_s=window_s, attack=self.attack, events=list(events)[-MAX_CONTRIBUTING:],
                       principal_attributes=principal_attributes, suppressed=suppressed, collection=collection)
+        fleet = alerting.fleet
+        if fleet is not None and fleet.claim(alert, self.id, cooldown_key or principal, settings.cooldown_s):
+            return  # published by the shared state once its fleet-wide cooldown is claimed
         alerting.alerts_raised += 1
         alerts.append(alert)
         if alerting.on_alert is not None:
@@ -288,10 +299,31 @@ class Rule:
         total = counted.add(observation.timestamp_s, observation.event_id, value)
         threshold = settings.param(param, observation.attributes.get(DB_COLLECTION_NAME))
         window = settings.params["window_s"]
+        fleet = self.alerting.fleet
+        if fleet is not None:  # the other processes' count as last synced; decided again after each sync
+            total += fleet.count(self.id, principal, observation.timestamp_s, value, window, recheck=lambda alerts:
+                                 self.recheck_window(store, principal, observation, alerts, describe, param))
         if self.alerting.explain:
             self.alerting.track(self.id, principal, total / threshold)
         if total >= threshold:
             now = observation.timestamp_s
+            self.fire(alerts, settings, observation, principal,
+                      lambda: describe.format(principal=principal, count=int(total), window=int(window)),
+                      total, threshold, window, lambda: counted.events(now))
+
+    def recheck_window(self, store: BoundedMap[Counted], principal: str, observation: Observation,
+                       alerts: list[Alert], describe: str, param: str) -> None:
+        """After a sync: the local window plus the fleet's fresh count, judged again (shared state)."""
+        settings = self.settings_for(principal)
+        counted = store.peek(principal)
+        fleet = self.alerting.fleet
+        if settings is None or counted is None or fleet is None:
+            return
+        window = settings.params["window_s"]
+        now = observation.timestamp_s
+        total = counted.window.add(now, 0.0) + fleet.others_sum((self.id, principal), int(now // (window / 12)), 12)
+        threshold = settings.param(param, observation.attributes.get(DB_COLLECTION_NAME))
+        if total >= threshold:
             self.fire(alerts, settings, observation, principal,
                       lambda: describe.format(principal=principal, count=int(total), window=int(window)),
                       total, threshold, window, lambda: counted.events(now))

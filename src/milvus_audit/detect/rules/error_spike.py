@@ -40,10 +40,13 @@ class ErrorSpike(Rule):
             return
         window = settings.params["window_s"]
         bucket = int(observation.timestamp_s // window)  # tumbling windows
+        fleet = self.alerting.fleet
         if bucket != self._bucket:
             if self._bucket >= 0:
                 # Close the finished windows (empty ones count as zero failures).
                 alpha = settings.params["alpha"]
+                if fleet is not None:  # the fleet's failures of the window that ended (as last synced)
+                    self._count += fleet.others_sum((self.id, "*"), self._bucket, 1)
                 for _ in range(min(bucket - self._bucket, 10)):
                     count, self._count = self._count, 0.0
                     base = self._baseline
@@ -56,13 +59,31 @@ class ErrorSpike(Rule):
         self._count += 1
         self._events.append(observation.event_id)
         del self._events[:-MAX_CONTRIBUTING]
+        others = 0.0
+        if fleet is not None:  # shared state: the other processes' failures in this window, as last synced
+            others = fleet.count(self.id, "*", observation.timestamp_s, 1.0, window, 1,
+                                 recheck=lambda alerts: self.recheck(observation, alerts))
+        self._judge(settings, observation, alerts, self._count + others)
+
+    def recheck(self, observation: Observation, alerts: list[Alert]) -> None:
+        """After a sync (shared state): this window's local count plus the fleet's, judged again."""
+        settings = self.settings_for("*")
+        fleet = self.alerting.fleet
+        if settings is None or fleet is None:
+            return
+        if int(observation.timestamp_s // settings.params["window_s"]) != self._bucket:
+            return
+        self._judge(settings, observation, alerts, self._count + fleet.others_sum((self.id, "*"), self._bucket, 1))
+
+    def _judge(self, settings: Any, observation: Observation, alerts: list[Alert], count: float) -> None:
+        window = settings.params["window_s"]
         baseline = self._baseline or 0.0
         threshold = max(settings.params["min_failures"], settings.params["factor"] * baseline)
-        self.track("*", self._count / threshold)
-        if self._count >= threshold:
+        self.track("*", count / threshold)
+        if count >= threshold:
             self.fire(alerts, settings, observation, "*",
-                      f"{int(self._count)} failures within {int(window)} s against a baseline of "
-                      f"{baseline:.1f}", self._count, threshold, window, self._events)
+                      f"{int(count)} failures within {int(window)} s against a baseline of "
+                      f"{baseline:.1f}", count, threshold, window, self._events)
 
     @classmethod
     def sigma(cls, params: Mapping[str, float]) -> list[dict[str, Any]]:

@@ -44,11 +44,34 @@ class PasswordSpray(Rule):
             if now - at <= window and len(seen) <= 4 * threshold + 64:
                 break
             del seen[name]
-        self.track(client, len(seen) / threshold)
-        if len(seen) >= threshold:
+        fleet = self.alerting.fleet
+        others: dict[str, float] = {}
+        if fleet is not None:  # shared state: user names other processes saw from this client
+            others = fleet.remember(self.id, client, str(user), now, window,
+                                    recheck=lambda alerts: self.recheck(client, observation, alerts))
+        self._judge(settings, observation, client, seen, others, alerts)
+
+    def recheck(self, client: str, observation: Observation, alerts: list[Alert]) -> None:
+        """After a sync (shared state): the user names seen here and elsewhere, judged again."""
+        settings = self.settings_for(client)
+        seen = self._clients.peek(client)
+        fleet = self.alerting.fleet
+        if settings is not None and seen is not None and fleet is not None:
+            self._judge(settings, observation, client, seen, fleet.maps.get((self.id, client), {}), alerts)
+
+    def _judge(self, settings: Any, observation: Observation, client: str, seen: dict[str, float],
+               others: dict[str, float], alerts: list[Alert]) -> None:
+        now = observation.timestamp_s
+        window = settings.params["window_s"]
+        threshold = settings.params["distinct_users"]
+        distinct = len(seen)
+        if others:
+            distinct = len(set(seen).union(name for name, at in others.items() if now - at <= window))
+        self.track(client, distinct / threshold)
+        if distinct >= threshold:
             self.fire(alerts, settings, observation, client,
-                      f"authentication failures for {len(seen)} distinct users from {client} "
-                      f"within {int(window)} s", len(seen), threshold, window, [observation.event_id])
+                      f"authentication failures for {distinct} distinct users from {client} "
+                      f"within {int(window)} s", distinct, threshold, window, [observation.event_id])
 
     @classmethod
     def sigma(cls, params: Mapping[str, float]) -> list[dict[str, Any]]:

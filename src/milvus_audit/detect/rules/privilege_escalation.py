@@ -25,6 +25,7 @@ _ACTIONS = frozenset({Action.ACCOUNT_CREATE, Action.ROLE_GRANT, Action.PRIVILEGE
 ADMIN_ROLE = "admin"
 GLOBAL_PRIVILEGES = ("*", "All", "PrivilegeAll")
 EVERY_OBJECT = "*"
+CREATED = "created"  # shared state: the fleet's map of created users
 
 
 class PrivilegeEscalation(Rule):
@@ -56,10 +57,16 @@ class PrivilegeEscalation(Rule):
         target_user = attributes.get(TARGET_USER)
         role = attributes.get(TARGET_ROLE)
         summary = None
+        fleet = self.alerting.fleet
         if action is Action.ACCOUNT_CREATE and target_user:
             self._created.set(str(target_user), now)
+            if fleet is not None:  # shared state: a user created here and granted a role elsewhere
+                fleet.remember(self.id, CREATED, str(target_user), now, settings.params["window_s"])
         elif action is Action.ROLE_GRANT:
             created = self._created.peek(str(target_user)) if target_user else None
+            if created is None and target_user and fleet is not None and role != ADMIN_ROLE:
+                created = fleet.lookup(self.id, CREATED, str(target_user), settings.params["window_s"],
+                                       recheck=lambda alerts: self.recheck(observation, principal, alerts))
             if role == ADMIN_ROLE:
                 summary = f"{principal} granted the admin role to {target_user}"
             elif created is not None and now - created <= settings.params["window_s"]:
@@ -78,6 +85,22 @@ class PrivilegeEscalation(Rule):
             self.fire(alerts, settings, observation, principal, summary, 1, 1,
                       settings.params["window_s"], [observation.event_id],
                       cooldown_key=f"{principal}\x00{action.value}\x00{target}")
+
+    def recheck(self, observation: Observation, principal: str, alerts: list[Alert]) -> None:
+        """After a sync (shared state): was the user granted a role here created elsewhere?"""
+        settings = self.settings_for(principal)
+        fleet = self.alerting.fleet
+        target_user = observation.attributes.get(TARGET_USER)
+        if settings is None or fleet is None or not target_user:
+            return
+        created = fleet.maps.get((self.id, CREATED), {}).get(str(target_user))
+        now = observation.timestamp_s
+        if created is not None and 0 <= now - created <= settings.params["window_s"]:
+            role = observation.attributes.get(TARGET_ROLE)
+            self.fire(alerts, settings, observation, principal,
+                      f"{principal} created {target_user} and granted it role {role} within "
+                      f"{int(now - created)} s", 1, 1, settings.params["window_s"], [observation.event_id],
+                      cooldown_key=f"{principal}\x00{Action.ROLE_GRANT.value}\x00{target_user}")
 
     @classmethod
     def sigma(cls, params: Mapping[str, float]) -> list[dict[str, Any]]:
