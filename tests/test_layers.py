@@ -28,6 +28,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("detect",),
     ("respond",),
     ("siem",),
+    ("review",),
     ("wiring",),
     ("instrumentation",),
     ("cli", "__main__", "__init__"),

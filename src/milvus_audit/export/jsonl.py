@@ -179,13 +179,17 @@ _OCSF_OBJECTS = ("metadata", "unmapped")
 
 
 class JsonlError(ValueError):
-    """A line that is not an audit record: names the file and the line (1-based)."""
+    """A line that is not an audit record: names the file and the line (1-based).
 
-    def __init__(self, path: str | Path, line: int, reason: str) -> None:
+    `torn` is true when that line is the file's last and ends without a newline: a write
+    that was cut (a crash, a full disk, a file still being written), not a forged line."""
+
+    def __init__(self, path: str | Path, line: int, reason: str, *, torn: bool = False) -> None:
         super().__init__(f"{path}:{line}: {reason}")
         self.path = str(path)
         self.line = line
         self.reason = reason
+        self.torn = torn
 
 
 def _json_type(value: Any) -> str:
@@ -193,10 +197,11 @@ def _json_type(value: Any) -> str:
 
 
 @contextmanager
-def _open_binary(path: str | Path) -> Iterator[IO[bytes]]:
+def _open_binary(path: str | Path, raw_out: list[IO[bytes]] | None = None) -> Iterator[IO[bytes]]:
     """The file's bytes, gunzipped when it is gzip (by its magic bytes); `-` is standard input.
 
-    Other compressed formats are refused by name rather than parsed as garbage."""
+    Other compressed formats are refused by name rather than parsed as garbage. `raw_out`,
+    when given, receives the underlying (compressed) file, whose position is the progress."""
     stdin = str(path) == STDIN
     source: IO[bytes] = sys.stdin.buffer if stdin else Path(path).open("rb")
     try:
@@ -206,6 +211,8 @@ def _open_binary(path: str | Path) -> Iterator[IO[bytes]]:
         else:  # a standard input without peek(): read it whole
             data = source.read()
             raw, head = io.BytesIO(data), data[:8]
+        if raw_out is not None:
+            raw_out.append(raw)
         if head.startswith(_GZIP_MAGIC):
             with gzip.GzipFile(fileobj=raw, mode="rb") as unzipped:
                 yield unzipped  # type: ignore[misc]  # GzipFile is an IO[bytes]
@@ -218,6 +225,17 @@ def _open_binary(path: str | Path) -> Iterator[IO[bytes]]:
     finally:
         if not stdin:
             source.close()
+
+
+Progress = Callable[[int], None]  # called with the bytes of the file read since the last call
+_PROGRESS_EVERY = 2048  # lines
+
+
+def _position(raw: IO[bytes]) -> int:
+    try:
+        return raw.tell()
+    except (OSError, ValueError):  # a pipe: no position
+        return 0
 
 
 def _lines(path: str | Path, handle: IO[bytes]) -> Iterator[tuple[int, bytes]]:
@@ -283,35 +301,55 @@ def check_record(path: str | Path, line: int, record: Any) -> dict[str, Any]:
     return record
 
 
-def iter_jsonl(path: str | Path, *, reject_duplicate_keys: bool = False) -> Iterator[tuple[int, dict[str, Any]]]:
+def iter_jsonl(path: str | Path, *, reject_duplicate_keys: bool = False,
+               progress: Progress | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, record) for each non-blank line of a JSONL audit file written as otel,
-    ECS or OCSF, plain or gzip (`-` reads standard input).
+    ECS or OCSF, plain or gzip (`-` reads standard input). One line at a time: memory does
+    not grow with the file.
 
     Anything else raises `JsonlError` naming the file and line: bytes that are not UTF-8,
     a line that is not JSON, a JSON value that is not an object, a record without an
     RFC 3339 timestamp (with a time zone), a compressed format other than gzip, and, with
     `reject_duplicate_keys`, an object with a key twice (readers disagree on which wins).
+    A bad last line without a newline (a cut write) raises it with `torn` set.
+    `progress` is called now and then with how many bytes of the file were read since.
     """
     hook = _unique_keys if reject_duplicate_keys else None
-    with _open_binary(path) as handle:
+    raws: list[IO[bytes]] = []
+    reported = 0
+    with _open_binary(path, raws) as handle:
         for number, raw in _lines(path, handle):
+            if progress is not None and number % _PROGRESS_EVERY == 0:
+                position = _position(raws[0])
+                if position > reported:
+                    progress(position - reported)
+                    reported = position
             try:
                 text = raw.decode("utf-8")
+                if number == 1:
+                    text = text.removeprefix("\ufeff")
+                if not text.strip(" \t\r\n"):
+                    continue
+                try:
+                    record = json.loads(text, parse_constant=_no_constant, object_pairs_hook=hook)
+                except json.JSONDecodeError as exc:
+                    raise JsonlError(path, number, f"not JSON: {exc.msg} (column {exc.colno})") from None
+                except RecursionError:
+                    raise JsonlError(path, number, "not an audit record: JSON nested too deeply") from None
+                except ValueError as exc:  # NaN/Infinity, duplicate keys, integers beyond the digit limit
+                    raise JsonlError(path, number, f"not an audit record: {exc}") from None
             except UnicodeDecodeError as exc:
-                raise JsonlError(path, number, f"not UTF-8 text (byte {exc.start}): binary data?") from None
-            if number == 1:
-                text = text.removeprefix("\ufeff")
-            if not text.strip(" \t\r\n"):
-                continue
-            try:
-                record = json.loads(text, parse_constant=_no_constant, object_pairs_hook=hook)
-            except json.JSONDecodeError as exc:
-                raise JsonlError(path, number, f"not JSON: {exc.msg} (column {exc.colno})") from None
-            except RecursionError:
-                raise JsonlError(path, number, "not an audit record: JSON nested too deeply") from None
-            except ValueError as exc:  # NaN/Infinity, duplicate keys, integers beyond the digit limit
-                raise JsonlError(path, number, f"not an audit record: {exc}") from None
+                error = JsonlError(path, number, f"not UTF-8 text (byte {exc.start}): binary data?")
+                error.torn = not raw.endswith(b"\n")
+                raise error from None
+            except JsonlError as error:
+                error.torn = not raw.endswith(b"\n")  # the last line, cut short
+                raise
             yield number, check_record(path, number, record)
+        if progress is not None:
+            position = _position(raws[0]) if raws else 0
+            if position > reported:
+                progress(position - reported)
 
 
 def read_jsonl(path: str | Path, *, reject_duplicate_keys: bool = False) -> list[dict[str, Any]]:

@@ -20,6 +20,7 @@ line that cannot be read is `unreadable`, naming the file and line.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from milvus_audit.export.formats import ENVELOPE, to_ecs, to_ocsf
-from milvus_audit.export.jsonl import iter_jsonl
+from milvus_audit.export.jsonl import Progress, iter_jsonl
 from milvus_audit.integrity.chain import (
     CHAIN,
     CHECKPOINT_EVENT,
@@ -76,6 +77,8 @@ class StreamReport:
     last_checkpoint_seq: int = 0
     closed: bool = False
     findings: list[Finding] = field(default_factory=list)
+    from_seq: int = 0  # with from_checkpoint: the checkpoint verification started at (0: from seq 1)
+    skipped: int = 0  # with from_checkpoint: records before that checkpoint, not verified
 
 
 def _obj(value: Any) -> dict[str, Any]:
@@ -177,48 +180,114 @@ class _Prepared:
 class _Unreadable(dict[str, Any]):
     """Stands for a line that could not be read as a JSON object."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, torn: bool = False) -> None:
         super().__init__()
         self.reason = reason
+        self.torn = torn
 
 
-def _records(paths: Iterable[str | Path]) -> Iterator[tuple[str, dict[str, Any]]]:
+HEAD_LINES = 64  # lines read from each file to order a rotated set
+
+
+def _head(path: str | Path) -> tuple[dict[str, int], str]:
+    """The first seq of each stream in the first lines of a file, and its first timestamp."""
+    firsts: dict[str, int] = {}
+    first_time = ""
+    try:
+        for number, record in iter_jsonl(path):
+            core = core_record(record)
+            first_time = first_time or str(core.get("timestamp") or "")
+            attributes = _obj(core.get("attributes"))
+            stream, seq = attributes.get(STREAM), attributes.get(SEQ)
+            if stream is not None and isinstance(seq, int) and not isinstance(seq, bool):
+                firsts.setdefault(str(stream), seq)
+            if number >= HEAD_LINES:
+                break
+    except (ValueError, OSError):  # read again, in order, and reported then
+        pass
+    return firsts, first_time
+
+
+def order_files(paths: Iterable[str | Path]) -> list[str | Path]:
+    """A rotated set in the order its records were written, whatever order it was given in:
+    by the first seq of a stream two files share, else by their first timestamp. Standard
+    input (`-`) cannot be read twice and is read first."""
+    paths = list(paths)
+    stdin = [p for p in paths if str(p) == "-"]
+    files = [p for p in paths if str(p) != "-"]
+    if len(files) < 2:
+        return [*stdin, *files]
+    heads = {index: _head(path) for index, path in enumerate(files)}
+
+    def compare(a: int, b: int) -> int:
+        (firsts_a, time_a), (firsts_b, time_b) = heads[a], heads[b]
+        for stream in sorted(set(firsts_a) & set(firsts_b)):
+            if firsts_a[stream] != firsts_b[stream]:
+                return -1 if firsts_a[stream] < firsts_b[stream] else 1
+        if time_a != time_b and time_a and time_b:
+            return -1 if time_a < time_b else 1
+        return a - b
+
+    order = sorted(heads, key=functools.cmp_to_key(compare))
+    return [*stdin, *(files[index] for index in order)]
+
+
+def _records(paths: Iterable[str | Path], progress: Progress | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
     for path in paths:
         number = 0
         try:
-            for number, record in iter_jsonl(path, reject_duplicate_keys=True):
+            for number, record in iter_jsonl(path, reject_duplicate_keys=True, progress=progress):
                 yield f"{path}:{number}", record
         except ValueError as exc:  # JsonlError: names the file and line; the rest of the file is not read
             where = f"{path}:{getattr(exc, 'line', number + 1)}"
-            yield where, _Unreadable(f"{getattr(exc, 'reason', exc)} (the rest of the file was not read)")
+            if getattr(exc, "torn", False):
+                yield where, _Unreadable(f"the last line ends without a newline and is cut short "
+                                         f"({getattr(exc, 'reason', exc)}): the write was cut; the records "
+                                         "before it were verified", torn=True)
+            else:
+                yield where, _Unreadable(f"{getattr(exc, 'reason', exc)} (the rest of the file was not read)")
         except OSError as exc:
             yield str(path), _Unreadable(f"cannot read the file: {exc.strerror or exc}")
 
 
 def verify(paths: Iterable[str | Path], *, key: bytes | None = None,
            public_key: Ed25519PublicKey | None = None, allow_open: bool = False,
-           expect_streams: int | None = None) -> list[StreamReport]:
-    """Verify the streams in these JSONL files (read in order); one report per stream, and
-    one for the input (`<input>`) when it is unreadable, empty, or has another number of
-    streams than `expect_streams`."""
-    return verify_records(_records(paths), key=key, public_key=public_key, allow_open=allow_open,
-                          expect_streams=expect_streams)
+           expect_streams: int | None = None, from_checkpoint: bool = False,
+           progress: Progress | None = None, ordered: bool = True) -> list[StreamReport]:
+    """Verify the streams in these JSONL files; one report per stream, and one for the input
+    (`<input>`) when it is unreadable, empty, torn, or has another number of streams than
+    `expect_streams`.
+
+    The files are read one line at a time (memory does not grow with their size), a
+    rotated set in the order it was written (`order_files`; `ordered=False` keeps the
+    order given). `from_checkpoint`: a stream that starts after seq 1 (a file of a rotated
+    set whose earlier files are gone) is verified from its first checkpoint on, which
+    states the chain head it continues; the records before it are counted, not verified.
+    A cut last line (no newline) is a `truncated` finding; the lines before it are verified."""
+    files = order_files(paths) if ordered else list(paths)
+    return verify_records(_records(files, progress), key=key, public_key=public_key, allow_open=allow_open,
+                          expect_streams=expect_streams, from_checkpoint=from_checkpoint)
 
 
 def verify_records(records: Iterable[tuple[str, dict[str, Any]]], *, key: bytes | None = None,
                    public_key: Ed25519PublicKey | None = None, allow_open: bool = False,
-                   memo: dict[int, Any] | None = None, expect_streams: int | None = None) -> list[StreamReport]:
-    """Verify parsed lines (as written: otel, ECS or OCSF), each with its position (`file:line`).
+                   memo: dict[int, Any] | None = None, expect_streams: int | None = None,
+                   from_checkpoint: bool = False) -> list[StreamReport]:
+    """Verify parsed lines (as written: otel, ECS or OCSF), each with its position (`file:line`),
+    in one pass: each stream keeps a constant amount of state.
 
     `memo` keeps each line's reading by record object across calls: for verifying many
     variants of one stream (mutation testing) without re-reading unchanged records.
     """
-    streams: dict[str, list[tuple[str, _Prepared]]] = {}
+    streams: dict[str, _StreamVerifier] = {}
     unchained = 0
     problems = StreamReport("<input>")
+    our_key = key_id(key) if key is not None else None
+    our_signer = signer_id(public_key) if public_key is not None else None
     for where, record in records:
         if isinstance(record, _Unreadable):
-            problems.findings.append(Finding("unreadable", where, record.reason))
+            kind = "truncated" if record.torn else "unreadable"
+            problems.findings.append(Finding(kind, where, record.reason))
             continue
         if not isinstance(record, dict):
             problems.findings.append(Finding("unreadable", where, "not a JSON object"))
@@ -226,9 +295,13 @@ def verify_records(records: Iterable[tuple[str, dict[str, Any]]], *, key: bytes 
         prepared = _prepare(record, memo)
         if prepared.stream is None:
             unchained += 1
-        else:
-            streams.setdefault(prepared.stream, []).append((where, prepared))
-    reports = [_verify_stream(stream, items, key, public_key, allow_open) for stream, items in streams.items()]
+            continue
+        verifier = streams.get(prepared.stream)
+        if verifier is None:
+            verifier = streams[prepared.stream] = _StreamVerifier(prepared.stream, key, public_key, our_key,
+                                                                  our_signer, from_checkpoint)
+        verifier.add(where, prepared)
+    reports = [verifier.finish(allow_open) for verifier in streams.values()]
     if unchained:
         report = StreamReport("<no stream>", records=unchained)
         report.findings.append(Finding("unchained", "input", f"{unchained} records carry no chain"))
@@ -254,67 +327,135 @@ def _prepare(record: dict[str, Any], memo: dict[int, Any] | None) -> _Prepared:
     return prepared
 
 
-def _verify_stream(stream: str, items: list[tuple[str, _Prepared]], key: bytes | None,
-                   public_key: Ed25519PublicKey | None, allow_open: bool) -> StreamReport:
-    report = StreamReport(stream, records=len(items))
-    seqs = [prepared.seq for _, prepared in items]
-    our_key = key_id(key) if key is not None else None
-    our_signer = signer_id(public_key) if public_key is not None else None
-    expected_seq, head = 0, GENESIS
-    for index, (where, prepared) in enumerate(items):
+class _StreamVerifier:
+    """One stream, verified record by record in constant memory.
+
+    The first broken position ends the stream's verification. A seq out of place is judged
+    when the stream ends: `inserted_or_reordered` if the missing seq comes later, `deleted`
+    if it never does."""
+
+    def __init__(self, stream: str, key: bytes | None, public_key: Ed25519PublicKey | None,
+                 our_key: str | None, our_signer: str | None, from_checkpoint: bool) -> None:
+        self.report = StreamReport(stream)
+        self.key, self.public_key = key, public_key
+        self.our_key, self.our_signer = our_key, our_signer
+        self.from_checkpoint = from_checkpoint
+        self.expected_seq, self.head = 0, GENESIS
+        self.failed = False
+        self.started = False  # with from_checkpoint: verifying (seq 1 seen, or a checkpoint to start from)
+        self.first_seq: int | None = None
+        self.pending: tuple[str, int, int] | None = None  # where, seq, the seq expected there
+
+    def _fail(self, kind: str, where: str, detail: str) -> None:
+        self.report.findings.append(Finding(kind, where, detail))
+        self.failed = True
+
+    def add(self, where: str, prepared: _Prepared) -> None:
+        report = self.report
+        report.records += 1
+        seq = prepared.seq
+        pending = self.pending
+        if pending is not None:
+            if seq == pending[2]:  # the seq that was missing comes later: moved or inserted
+                self.pending = None
+                self._fail("inserted_or_reordered", pending[0],
+                           f"seq {pending[1]} stands where seq {pending[2]} belongs; seq {pending[2]} comes later")
+            return
+        if self.failed:
+            return
+        if self.first_seq is None:
+            self.first_seq = seq if isinstance(seq, int) and not isinstance(seq, bool) else 0
+        if not self.started:
+            if self.from_checkpoint and self.first_seq > 1:
+                if prepared.event_name != CHECKPOINT_EVENT or not isinstance(seq, int) or isinstance(seq, bool):
+                    report.skipped += 1
+                    return
+                head = prepared.attributes.get(HEAD)
+                if not isinstance(head, str):
+                    self._fail("forged_checkpoint", where, f"the checkpoint at seq {seq} states no chain head")
+                    return
+                self.expected_seq, self.head = seq - 1, head
+                report.from_seq = seq
+            self.started = True
+        self._check(where, prepared, seq)
+
+    def _check(self, where: str, prepared: _Prepared, seq: Any) -> None:
+        report = self.report
         if report.closed:
-            return _fail(report, "after_final", where,
-                         f"a record of the stream after its final checkpoint (seq {report.last_checkpoint_seq})")
+            self._fail("after_final", where,
+                       f"a record of the stream after its final checkpoint (seq {report.last_checkpoint_seq})")
+            return
         attributes = prepared.attributes
-        seq = seqs[index]
-        expected_seq += 1
+        self.expected_seq += 1
+        expected_seq = self.expected_seq
         if not isinstance(seq, int) or isinstance(seq, bool):
-            return _fail(report, "modified", where, "the record's seq is missing or not a number")
+            self._fail("modified", where, "the record's seq is missing or not a number")
+            return
         if seq != expected_seq:
-            if expected_seq in seqs[index + 1:]:
-                return _fail(report, "inserted_or_reordered", where,
-                             f"seq {seq} stands where seq {expected_seq} belongs; seq {expected_seq} comes later")
             if seq > expected_seq:
-                return _fail(report, "deleted", where,
-                             f"records seq {expected_seq}..{seq - 1} are missing before this one")
-            return _fail(report, "inserted_or_reordered", where, f"seq {seq} again after seq {expected_seq - 1}")
+                self.pending = (where, seq, expected_seq)  # deleted, unless seq `expected_seq` comes later
+                self.failed = True
+                return
+            self._fail("inserted_or_reordered", where, f"seq {seq} again after seq {expected_seq - 1}")
+            return
         if prepared.problem is not None:
-            return _fail(report, "modified", where, f"at seq {seq}: {prepared.problem}")
+            self._fail("modified", where, f"at seq {seq}: {prepared.problem}")
+            return
         checkpoint = prepared.event_name == CHECKPOINT_EVENT
+        key = self.key
         if key is not None:
             stated = attributes.get(KEY_ID)
-            if (seq == 1 or checkpoint) and stated is not None and stated != our_key:
-                return _fail(report, "wrong_key", where,
-                             f"the stream was sealed with the key whose id is {str(stated)[:32]!r}; the key given "
-                             f"has id {our_key!r}: wrong key (the records were not necessarily changed)")
+            if (seq == 1 or checkpoint) and stated is not None and stated != self.our_key:
+                self._fail("wrong_key", where,
+                           f"the stream was sealed with the key whose id is {str(stated)[:32]!r}; the key given "
+                           f"has id {self.our_key!r}: wrong key (the records were not necessarily changed)")
+                return
             if seq == 1 and CHAIN not in attributes and stated is None:
-                return _fail(report, "unchained", where,
-                             "the stream has sequence numbers but no chain: it was written without an integrity key")
-            if attributes.get(CHAIN) != link(key, head, prepared.encoded()):
-                return _fail(report, "modified", where, f"the chain does not verify at seq {seq}")
+                self._fail("unchained", where,
+                           "the stream has sequence numbers but no chain: it was written without an integrity key")
+                return
+            if attributes.get(CHAIN) != link(key, self.head, prepared.encoded()):
+                self._fail("modified", where, f"the chain does not verify at seq {seq}")
+                return
         if checkpoint:
             report.checkpoints += 1
-            if attributes.get(HEAD) != head:
-                return _fail(report, "forged_checkpoint", where,
-                             f"checkpoint head is not the chain head at seq {seq - 1}")
+            if attributes.get(HEAD) != self.head:
+                self._fail("forged_checkpoint", where, f"checkpoint head is not the chain head at seq {seq - 1}")
+                return
             if attributes.get(COVERS) != seq - 1:
-                return _fail(report, "forged_checkpoint", where,
-                             f"the checkpoint at seq {seq} does not state that it covers seq 1..{seq - 1}")
-            if public_key is not None:
-                found = _check_signature(prepared, public_key, our_signer, key is not None, seq, where)
+                self._fail("forged_checkpoint", where,
+                           f"the checkpoint at seq {seq} does not state that it covers seq 1..{seq - 1}")
+                return
+            if self.public_key is not None:
+                found = _check_signature(prepared, self.public_key, self.our_signer, key is not None, seq, where)
                 if found is not None:
                     report.findings.append(found)
-                    return report
+                    self.failed = True
+                    return
             report.last_checkpoint_seq = seq
             report.closed = attributes.get(FINAL) is True
-        head = str(attributes.get(CHAIN, ""))
-    if not report.closed and not allow_open:
-        after = expected_seq - report.last_checkpoint_seq
-        report.findings.append(Finding(
-            "truncated", f"stream {stream}",
-            f"no final checkpoint: {after} records after the last checkpoint (seq {report.last_checkpoint_seq}); "
-            "the tail may have been cut (or the stream is still open: --allow-open)"))
-    return report
+        self.head = str(attributes.get(CHAIN, ""))
+
+    def finish(self, allow_open: bool) -> StreamReport:
+        report = self.report
+        if self.pending is not None:
+            where, seq, expected = self.pending
+            self._fail("deleted", where, f"records seq {expected}..{seq - 1} are missing before this one")
+            return report
+        if self.failed:
+            return report
+        if not self.started:  # from_checkpoint, and no checkpoint to start from
+            self._fail("deleted", f"stream {report.stream}",
+                       f"the stream starts at seq {self.first_seq} and has no checkpoint to verify from: "
+                       f"records seq 1..{(self.first_seq or 1) - 1} are not in the input")
+            return report
+        if not report.closed and not allow_open:
+            after = self.expected_seq - report.last_checkpoint_seq
+            report.findings.append(Finding(
+                "truncated", f"stream {report.stream}",
+                f"no final checkpoint: {after} records after the last checkpoint (seq {report.last_checkpoint_seq}); "
+                "the tail may have been cut (or the stream is still open: --allow-open)"))
+        return report
 
 
 def _check_signature(prepared: _Prepared, public_key: Ed25519PublicKey, our_signer: str | None, keyed: bool,
@@ -337,8 +478,3 @@ def _check_signature(prepared: _Prepared, public_key: Ed25519PublicKey, our_sign
     except (InvalidSignature, ValueError):
         return Finding("forged_checkpoint", where, f"bad signature on the checkpoint at seq {seq}")
     return None
-
-
-def _fail(report: StreamReport, kind: str, where: str, detail: str) -> StreamReport:
-    report.findings.append(Finding(kind, where, detail))
-    return report

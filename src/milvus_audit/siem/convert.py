@@ -103,14 +103,15 @@ def _backend(name: str, schema: str, correlation: bool) -> Any:
     raise ValueError(f"unknown backend {name!r}: {', '.join(BACKENDS)}")
 
 
-def convert(backend: str, schema: str | None = None) -> list[Converted]:
+def convert(backend: str, schema: str | None = None, rules_text: str | None = None) -> list[Converted]:
     """Every shipped rule as a query for `backend`; correlations the backend cannot express are
-    reported as skipped (OpenSearch's Lucene backend has no correlation support)."""
+    reported as skipped (OpenSearch's Lucene backend has no correlation support). `rules_text`:
+    Sigma rules to convert instead of the shipped ones (`sigma export --rules`: tuned thresholds)."""
     from sigma.collection import SigmaCollection
     from sigma.correlations import SigmaCorrelationRule
 
     schema = schema or DEFAULT_SCHEMA.get(backend, "otel")
-    text = load_rules_text()
+    text = load_rules_text() if rules_text is None else rules_text
     event_backend = _backend(backend, schema, correlation=False)
     correlation_backend = _backend(backend, schema, correlation=True)
     correlations = bool(getattr(correlation_backend, "correlation_methods", None))

@@ -1,0 +1,1 @@
+"""Review and tuning for people: `milvus-audit report` and `milvus-audit tune`."""
