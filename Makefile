@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 VENV26 := .venv-pymilvus26
 VENVFW := .venv-frameworks
 
-.PHONY: demo test lint typecheck unit catalog26 frameworks bench clean redis-server
+.PHONY: demo test lint typecheck unit catalog26 frameworks bench clean redis-server chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,7 @@ $(VENV)/.demo: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.dev: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e ".[dev,siem,redis]"
+	$(BIN)/pip install -q -e ".[dev,siem,redis,report]"
 	# The real Milvus 2.3.5 standalone server, for the authentication tests. Its
 	# [client] extra pins an old pymilvus, hence --no-deps.
 	$(BIN)/pip install -q --no-deps "milvus==2.3.5"
@@ -45,7 +45,7 @@ lint: $(VENV)/.dev
 typecheck: $(VENV)/.dev
 	$(BIN)/mypy
 
-unit: $(VENV)/.dev redis-server
+unit: $(VENV)/.dev redis-server chromium
 	scripts/in-netns $(BIN)/pytest -q -p no:cacheprovider --ignore=tests/test_frameworks.py
 
 catalog26: $(VENV26)/.dev
@@ -63,6 +63,15 @@ redis-server:
 	  if [ "$$(id -u)" != "0" ]; then echo "redis-server is missing: run 'make redis-server' as root" >&2; exit 1; fi; \
 	  apt-get install -y -q redis-server >/dev/null 2>&1 || { apt-get update -q && apt-get install -y -q redis-server; }; \
 	  command -v redis-server >/dev/null 2>&1 || { echo "could not install redis-server" >&2; exit 1; }; }
+
+# The report's browser test (tests/test_report.py) opens the HTML report in headless Chromium:
+# Debian's chromium, installed here when missing (as root; apt-get update first if needed).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" != "0" ]; then echo "chromium is missing: run 'make chromium' as root" >&2; exit 1; fi; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }; \
+	  command -v chromium >/dev/null 2>&1 || { echo "could not install chromium" >&2; exit 1; }; }
 
 bench: $(VENV)/.dev redis-server
 	$(BIN)/pip install -q -e ".[bench]"
