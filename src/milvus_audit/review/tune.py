@@ -35,7 +35,7 @@ from milvus_audit.detect.replay import PRIMARY_PARAM, in_time_order, merged
 from milvus_audit.detect.rules import BUILTIN_RULES, Rules
 from milvus_audit.export.console import printable
 from milvus_audit.export.jsonl import Progress
-from milvus_audit.semconv import DB_COLLECTION_NAME
+from milvus_audit.semconv import DB_COLLECTION_NAME, DURATION_MS
 
 __all__ = ["RuleTuning", "Tuning", "tune"]
 
@@ -43,7 +43,10 @@ RESERVOIR = 50_000  # samples kept per rule for its percentiles
 MAX_OUTLIERS = 3  # principals allowlisted for a rule before its threshold is raised instead
 MARGIN = 1.25  # a raised threshold sits this far above the baseline's maximum
 # Per-collection parameters a collection override can set (the rule reads them per collection).
-COLLECTION_PARAMS = {"data_exfiltration": "rows", "slow_query": "absolute_ms", "destructive_operation": "delete_rows"}
+COLLECTION_PARAMS = {"data_exfiltration": "rows", "slow_query": "absolute_ms"}
+# The rules whose watched quantity is sampled (the others fire on an event, not a quantity).
+SAMPLED = frozenset({"brute_force", "password_spray", "unauthorized_access", "error_spike", "slow_query",
+                     "data_exfiltration", "resource_exhaustion"})
 
 
 class _Sampler:
@@ -119,14 +122,21 @@ def _replay(paths: list[str], rules: Rules, samplers: dict[str, _Sampler] | None
 
         def track(rule_id: str, principal: str, ratio: float) -> None:
             observation = current[0]
-            param = PRIMARY_PARAM.get(rule_id)
-            threshold = rules.rule(rule_id).params.get(param, 1.0) if param else 1.0
+            if rule_id not in SAMPLED:  # event rules: what fires is routine or not, no quantity to learn
+                return
+            param = PRIMARY_PARAM[rule_id]
+            value = ratio * rules.rule(rule_id).params.get(param, 1.0)
+            if rule_id == "slow_query":  # compared with a learned limit: the duration itself is the quantity
+                duration = observation.attributes.get(DURATION_MS) if observation is not None else None
+                if not isinstance(duration, (int, float)):
+                    return
+                value = float(duration)
             collection = observation.attributes.get(DB_COLLECTION_NAME) if observation is not None else None
             day = int(observation.timestamp_s // 86_400) if observation is not None else 0
             sampler = samplers.get(rule_id)
             if sampler is None:
                 sampler = samplers[rule_id] = _Sampler(len(samplers))
-            sampler.add(ratio * threshold, principal, str(collection) if collection else None, day)
+            sampler.add(value, principal, str(collection) if collection else None, day)
 
         alerting.track = track  # type: ignore[method-assign]
     count, first, last = 0, None, None
@@ -192,8 +202,9 @@ def tune(files: Iterable[str | Path], *, current: Rules | None = None, alerts_pe
             others = max((peak for p, peak in sampler.by_principal.items() if p not in outliers), default=0.0)
         else:
             others = 0.0
-        if len(outliers) <= MAX_OUTLIERS and (threshold is None or others < threshold) and alerts_per_day <= 0:
-            collection = _one_collection(rule_id, sampler, outliers, threshold)
+        collection = _one_collection(rule_id, sampler, outliers, threshold) if alerts_per_day <= 0 else None
+        if collection is not None or (len(outliers) <= MAX_OUTLIERS and (threshold is None or others < threshold)
+                                      and alerts_per_day <= 0):
             if collection is not None and sampler is not None:
                 limit = _nice(sampler.by_collection[collection] * MARGIN)
                 tuning.collections[collection] = {COLLECTION_PARAMS[rule_id]: limit}
@@ -205,7 +216,8 @@ def tune(files: Iterable[str | Path], *, current: Rules | None = None, alerts_pe
                 tuning.allowlist = outliers
                 peaks = ", ".join(f"{printable(p)} ({sampler.by_principal.get(p, 0):g})" if sampler else printable(p)
                                   for p in outliers)
-                rest = f"; every other principal stays below {threshold:g} (max {others:g})" if threshold else ""
+                rest = f"; every other principal stays below {threshold:g} (max {others:g})" \
+                    if threshold and sampler is not None else ""
                 tuning.why.append(f"outliers allowlisted instead of raising the threshold for everyone: {peaks}{rest}")
         elif sampler is not None and param is not None:
             tuning.suggested = _raised(sampler, alerts_per_day, days)
@@ -238,11 +250,12 @@ def tune(files: Iterable[str | Path], *, current: Rules | None = None, alerts_pe
 
 
 def _one_collection(rule_id: str, sampler: _Sampler | None, outliers: list[str], threshold: float | None) -> str | None:
-    """The collection behind the alerts, when it is one collection that several principals read."""
-    if sampler is None or threshold is None or rule_id not in COLLECTION_PARAMS:
+    """The collection behind the alerts, when several principals reached the threshold and all of
+    it happened on one collection (a heavy collection, not a heavy principal)."""
+    if sampler is None or threshold is None or rule_id not in COLLECTION_PARAMS or len(outliers) < 2:
         return None
     over = [c for c, peak in sampler.by_collection.items() if peak >= threshold]
-    if len(over) == 1 and len(sampler.principals_of_collection[over[0]]) > max(1, len(outliers)):
+    if len(over) == 1 and set(outliers) <= sampler.principals_of_collection[over[0]]:
         return over[0]
     return None
 
