@@ -7,6 +7,7 @@ authentication, query, data change and admin call becomes one log record
 
 from milvus_audit import detect, respond
 from milvus_audit._version import __version__
+from milvus_audit.auditing.policy import set_policy
 from milvus_audit.config import AuditConfig
 from milvus_audit.exceptions import AccessBlocked, AuditUnavailable
 from milvus_audit.instrumentation.client import AsyncMilvusClient, MilvusClient, instrument
@@ -34,4 +35,5 @@ __all__ = [
     "instrument",
     "internal_error_count",
     "respond",
+    "set_policy",
 ]

@@ -75,6 +75,16 @@ class AuditConfig:
       `MILVUS_AUDIT_BLOCK_KEY`, then to the integrity key. Without one, blocks stay in
       the process that raised them.
 
+    - `policy`: the audit policy (docs/policy.md): which calls are recorded, sampled or
+      excluded, as a list of rules (dicts in the pinned form), a `Policy`, or the path of a
+      YAML file (watched, reloaded on change and on SIGHUP). None: the `policy:` section of
+      the rules file given as `detection`, else `MILVUS_AUDIT_POLICY_FILE`, else record all.
+    - `policy_spans`: `"recorded"` (default) builds a span only for recorded calls; `"all"`
+      also for calls the policy excludes or samples out (they then cost a full call's work).
+    - `lifecycle`: write `milvus.audit.lifecycle` records when auditing starts (the runtime is
+      built) and stops (shutdown, `uninstrument()`), for PCI DSS 10.2.1.6. None (default): on
+      when an audit policy is in effect (every compliance pack is one); True or False forces it.
+
     Clients built with the same `AuditConfig` share its detection state, so a brute
     force spread over many short-lived clients is still seen as one.
     """
@@ -97,6 +107,9 @@ class AuditConfig:
     shared_state: str | bool | None = None
     shared_state_prefix: str | None = None
     block_key: bytes | str | None = field(default=None, repr=False)
+    policy: object = None
+    policy_spans: Literal["recorded", "all"] = "recorded"
+    lifecycle: bool | None = None
     # What `wiring.runtime_for()` built for this configuration (emitter, gates, sinks, handlers).
     _runtime: object = field(default=None, init=False, repr=False, compare=False)
     # The spools whose health fail-closed mode checks: set by `AuditPipeline.audit_config()`;
@@ -139,10 +152,13 @@ class AuditConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise ConfigError(f"AuditConfig.{name} must be a positive number, not {value!r}")
+        if self.lifecycle is not None and not isinstance(self.lifecycle, bool):
+            raise ConfigError(f"AuditConfig.lifecycle must be True, False or None, not {self.lifecycle!r}")
         for name in ("fail_closed", "propagate"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"AuditConfig.{name} must be True or False, not {getattr(self, name)!r}")
         _check_shared_state(self.shared_state, self.shared_state_prefix)
+        _check_policy(self.policy, self.policy_spans)
         for name in ("credential_key", "block_key"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), (bytes, str)):
                 raise ConfigError(f"AuditConfig.{name} takes bytes or a hex string, "
@@ -154,6 +170,18 @@ class AuditConfig:
         if isinstance(key, (str, os.PathLike)) and not _is_hex(str(key)) and not os.path.isfile(key):
             raise ConfigError("AuditConfig.integrity_key: neither hex nor an existing key file "
                               "(`milvus-audit keygen --out DIR` writes DIR/integrity.key)")
+
+
+def _check_policy(policy: object, spans: object) -> None:
+    """The policy's type (its rules are checked, with file and line, when the runtime is built)."""
+    if spans not in ("recorded", "all"):
+        raise ConfigError(f"AuditConfig.policy_spans must be 'recorded' or 'all', not {spans!r}")
+    if policy is None or isinstance(policy, (str, os.PathLike, list, tuple, dict)) or hasattr(policy, "for_operation"):
+        if isinstance(policy, (str, os.PathLike)) and not os.path.isfile(policy):
+            raise ConfigError(f"AuditConfig.policy: no policy file at {str(policy)[:200]!r}")
+        return
+    raise ConfigError("AuditConfig.policy takes a list of rules, a YAML file's path or a Policy, "
+                      f"not {type(policy).__name__}")
 
 
 SHARED_STATE_SCHEMES = ("redis://", "rediss://", "unix://")

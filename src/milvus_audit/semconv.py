@@ -19,6 +19,9 @@ CHECKPOINT_EVENT: Final = "milvus.audit.checkpoint"
 GAP_EVENT: Final = "milvus.audit.gap"
 SERVER_ACCESS_EVENT: Final = "milvus.server.access"  # one line of the Milvus proxy's access log
 DEGRADED_EVENT: Final = "milvus.audit.degraded"  # shared detection state lost, or restored
+POLICY_EVENT: Final = "milvus.audit.policy"  # the audit policy changed (set_policy, file reload, SIGHUP)
+RETENTION_EVENT: Final = "milvus.audit.retention"  # a rotated JSONL file deleted by jsonl_retention_days
+LIFECYCLE_EVENT: Final = "milvus.audit.lifecycle"  # auditing started or stopped in this process
 EVENT_PREFIX: Final = "milvus."
 
 # -- severities (`severity_text`) -----------------------------------------------------
@@ -155,3 +158,35 @@ BLOCK_KEY_ENV: Final = "MILVUS_AUDIT_BLOCK_KEY"
 
 # Who a call is attributed to, most specific first (detection's principal).
 PRINCIPAL_KEYS: Final = (ENDUSER_ID, USER_NAME, AUTH_CREDENTIAL_ID)
+
+# -- audit policy (`AuditConfig(policy=...)`, docs/policy.md) --------------------------------
+POLICY_FILE_ENV: Final = "MILVUS_AUDIT_POLICY_FILE"
+SAMPLE_RATE: Final = "milvus_audit.sample_rate"  # on sampled records: weight each as 1 / rate
+POLICY_HASH: Final = "milvus_audit.policy.hash"
+POLICY_PREVIOUS_HASH: Final = "milvus_audit.policy.previous_hash"
+POLICY_SOURCE: Final = "milvus_audit.policy.source"
+POLICY_RULES: Final = "milvus_audit.policy.rules"  # how many rules
+POLICY_CHANGED_BY: Final = "milvus_audit.policy.changed_by"
+POLICY_TRIGGER: Final = "milvus_audit.policy.trigger"  # set_policy | file_change | sighup
+POLICY_OUTCOME: Final = "milvus_audit.policy.outcome"  # applied | rejected
+POLICY_ERROR: Final = "milvus_audit.policy.error"
+POLICY_ACTIONS: Final = ("record", "exclude")
+POLICY_MATCH_KEYS: Final = ("category", "operation", "database", "collection", "user", "enduser", "outcome",
+                            "mutating")
+
+# -- lifecycle records (`milvus.audit.lifecycle`) --------------------------------------------
+LIFECYCLE_STATE: Final = "milvus_audit.lifecycle.state"  # start | stop
+LIFECYCLE_REASON: Final = "milvus_audit.lifecycle.reason"  # configured | shutdown | uninstrument
+LIFECYCLE_VERSION: Final = "milvus_audit.lifecycle.version"
+LIFECYCLE_SINKS: Final = "milvus_audit.lifecycle.sinks"
+LIFECYCLE_PID: Final = "milvus_audit.lifecycle.pid"
+
+# -- retention records (`milvus.audit.retention`) --------------------------------------------
+RETENTION_FILE: Final = "milvus_audit.retention.file"
+RETENTION_REASON: Final = "milvus_audit.retention.reason"  # age | backups
+RETENTION_STREAMS: Final = "milvus_audit.retention.streams"  # per stream in the file, in order:
+RETENTION_SEQ_FIRST: Final = "milvus_audit.retention.seq_first"
+RETENTION_SEQ_LAST: Final = "milvus_audit.retention.seq_last"
+RETENTION_FINAL_CHAIN: Final = "milvus_audit.retention.final_chain"  # each stream's last chain value in it
+RETENTION_RECORDS: Final = "milvus_audit.retention.records"
+RETENTION_MTIME: Final = "milvus_audit.retention.mtime"

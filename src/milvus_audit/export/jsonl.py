@@ -20,6 +20,7 @@ import json
 import os
 import sys
 import threading
+import time
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -92,18 +93,162 @@ def open_append(path: Path, file_mode: int) -> IO[str]:
     return open(fd, "a", encoding="utf-8")
 
 
-class JsonlExporter(LogRecordExporter):
-    """Appends milvus-audit records to a file, one JSON line each, thread-safely."""
+RetentionRecorder = Callable[[dict[str, Any]], None]
 
-    def __init__(self, path: str | Path, formatter: Formatter | None = None, *, file_mode: int = 0o600) -> None:
+
+def _positive(name: str, value: Any, kind: type | tuple[type, ...] = (int, float)) -> None:
+    if value is None:
+        return
+    number: float = value if isinstance(value, (int, float)) else 0
+    if isinstance(value, bool) or not isinstance(value, kind) or not number > 0:
+        raise ValueError(f"{name} must be a positive number, not {value!r}")
+
+
+class JsonlExporter(LogRecordExporter):
+    """Appends milvus-audit records to a file, one JSON line each, thread-safely.
+
+    Rotation (each optional): `max_bytes` (the file is rotated before a batch would take it
+    past this size), `rotate_interval` (seconds since the file was opened), `backups` (rotated
+    files kept: `audit.jsonl.1` is the newest), `compress` (rotated files gzipped, `.gz`),
+    `retention_days` (rotated files older than this are deleted). Rotation happens between
+    batches, never inside a record, so the chain simply continues in the next file and
+    `milvus-audit verify` reads the rotated set as one stream. Rotated and compressed files
+    keep the live file's mode. Each deletion (retention, or beyond `backups`) is reported to
+    `on_retention` (the emitter records it as `milvus.audit.retention`) with the file, its
+    streams, their seq range and each stream's last chain value in it.
+
+    The file is reopened when something else moves or removes it (logrotate `create`) and
+    carries on at its new end when it is truncated (`copytruncate`), as WatchedFileHandler does.
+    """
+
+    def __init__(self, path: str | Path, formatter: Formatter | None = None, *, file_mode: int = 0o600,
+                 max_bytes: int | None = None, rotate_interval: float | None = None, backups: int | None = None,
+                 compress: bool = False, retention_days: float | None = None) -> None:
         if not isinstance(file_mode, int) or isinstance(file_mode, bool) or not 0 <= file_mode <= 0o777:
             raise ValueError(f"file_mode must be permission bits such as 0o600, not {file_mode!r}")
+        _positive("jsonl_max_bytes", max_bytes, int)
+        _positive("jsonl_rotate_interval", rotate_interval)
+        _positive("jsonl_retention_days", retention_days)
+        if backups is not None and (isinstance(backups, bool) or not isinstance(backups, int) or backups < 0):
+            raise ValueError(f"jsonl_backups must be a number of files (0 or more), not {backups!r}")
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.file_mode = file_mode
+        self.max_bytes = max_bytes
+        self.rotate_interval = rotate_interval
+        self.backups = backups
+        self.compress = bool(compress)
+        self.retention_days = retention_days
+        self.on_retention: RetentionRecorder | None = None
+        self.pending_retention: list[dict[str, Any]] = []
         self._file: IO[str] = open_append(self.path, file_mode)
+        self._identity = self._fd_identity()
+        self._size = os.fstat(self._file.fileno()).st_size
+        self._opened = time.monotonic()
+        self._swept = 0.0
         self._formatter = formatter
         self._lock = threading.Lock()
         self.exported = 0  # records handed to `export`, kept or not: how far the writer got
+        self.rotations = 0
+        if retention_days is not None:
+            with self._lock:
+                self._sweep()
+
+    # -- rotation ----------------------------------------------------------------------
+    def _fd_identity(self) -> tuple[int, int]:
+        st = os.fstat(self._file.fileno())
+        return (st.st_dev, st.st_ino)
+
+    def _follow_external(self) -> None:
+        """WatchedFileHandler semantics: reopen when the path is no longer our file (moved or
+        removed: logrotate `create`); follow a truncation (`copytruncate`)."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            st = None
+        if st is None or (st.st_dev, st.st_ino) != self._identity:
+            self._file.close()
+            self._file = open_append(self.path, self.file_mode)
+            self._identity = self._fd_identity()
+            self._size = os.fstat(self._file.fileno()).st_size
+            self._opened = time.monotonic()
+        elif st.st_size < self._size:
+            self._size = st.st_size  # truncated under us: O_APPEND writes at the new end
+
+    def _rotated(self, index: int) -> Path:
+        return self.path.with_name(f"{self.path.name}.{index}")
+
+    def rotated_files(self) -> list[Path]:
+        """The rotated files of this path (`name.N` and `name.N.gz`), newest first."""
+        found: list[tuple[int, Path]] = []
+        prefix = self.path.name + "."
+        for candidate in self.path.parent.iterdir():
+            name = candidate.name
+            if not name.startswith(prefix):
+                continue
+            number = name[len(prefix):].removesuffix(".gz")
+            if number.isdigit():
+                found.append((int(number), candidate))
+        return [path for _, path in sorted(found)]
+
+    def _due(self, incoming: int) -> bool:
+        if self._size == 0:
+            return False
+        if self.max_bytes is not None and self._size + incoming > self.max_bytes:
+            return True
+        return self.rotate_interval is not None and time.monotonic() - self._opened >= self.rotate_interval
+
+    def rotate(self) -> None:
+        """Rotate now (between batches): name.N -> name.N+1, the live file -> name.1 (gzipped with
+        `compress`), then a new live file; files beyond `backups` and past retention are deleted."""
+        with self._lock:
+            if not self._file.closed:
+                self._rotate()
+
+    def _rotate(self) -> None:
+        self._file.flush()
+        mode = os.fstat(self._file.fileno()).st_mode & 0o777
+        self._file.close()
+        self._sweep()  # before the names shift: a deletion names the file as it was
+        for path in reversed(self.rotated_files()):
+            suffix = ".gz" if path.name.endswith(".gz") else ""
+            number = int(path.name[len(self.path.name) + 1:].removesuffix(".gz"))
+            os.replace(path, self._rotated(number + 1).with_name(self._rotated(number + 1).name + suffix))
+        first = self._rotated(1)
+        if os.path.exists(self.path):
+            os.replace(self.path, first)
+            if self.compress:
+                _gzip_file(first, first.with_name(first.name + ".gz"), mode)
+        self._file = open_append(self.path, self.file_mode)
+        self._identity = self._fd_identity()
+        self._size = 0
+        self._opened = time.monotonic()
+        self.rotations += 1
+        if self.backups is not None:
+            for path in self.rotated_files()[self.backups:]:
+                self._delete(path, "backups")
+
+    def _sweep(self) -> None:
+        """Delete rotated files older than `retention_days` (by modification time), recording each."""
+        self._swept = time.monotonic()
+        if self.retention_days is None:
+            return
+        horizon = time.time() - self.retention_days * 86_400
+        for path in self.rotated_files():
+            try:
+                if path.stat().st_mtime < horizon:
+                    self._delete(path, "age")
+            except FileNotFoundError:
+                continue
+
+    def _delete(self, path: Path, reason: str) -> None:
+        attributes = summarize_file(path)
+        attributes["milvus_audit.retention.reason"] = reason
+        os.unlink(path)
+        if self.on_retention is not None:
+            self.on_retention(attributes)
+        else:
+            self.pending_retention.append(attributes)
 
     def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
         self.exported += len(batch)  # one export at a time: the batch processor holds its export lock
@@ -116,11 +261,24 @@ class JsonlExporter(LogRecordExporter):
                 obj = self._formatter(obj)
             text = obj if isinstance(obj, str) else json.dumps(obj, separators=(",", ":"), default=str)
             lines.append(text + "\n")
+        data = "".join(lines)
+        size = len(data) if data.isascii() else len(data.encode("utf-8"))
         with self._lock:
             if self._file.closed:
                 return LogRecordExportResult.FAILURE
-            self._file.write("".join(lines))
+            try:
+                self._follow_external()
+                if self._due(size):
+                    self._rotate()
+                elif self.retention_days is not None and time.monotonic() - self._swept > 3600:
+                    self._sweep()
+            except OSError:  # rotation failed (a full disk, a permission): keep writing where we can
+                if self._file.closed:
+                    self._file = open_append(self.path, self.file_mode)
+                    self._identity = self._fd_identity()
+            self._file.write(data)
             self._file.flush()
+            self._size += size
         return LogRecordExportResult.SUCCESS
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
@@ -134,6 +292,59 @@ class JsonlExporter(LogRecordExporter):
             self._file.close()
 
 
+def _gzip_file(source: Path, target: Path, mode: int) -> None:
+    """`source` gzipped into `target` (created with `mode`), then `source` removed."""
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), mode)
+    try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, mode)
+        with open(fd, "wb", closefd=False) as raw, gzip.GzipFile(fileobj=raw, mode="wb",
+                                                                 filename=source.name) as zipped, \
+                source.open("rb") as plain:
+            while chunk := plain.read(1 << 20):
+                zipped.write(chunk)
+            zipped.flush()
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.unlink(source)
+
+
+def summarize_file(path: Path) -> dict[str, Any]:
+    """What a `milvus.audit.retention` record says of a file about to be deleted: per stream in
+    it (in order of appearance), the first and last seq and the last chain value."""
+    streams: dict[str, list[Any]] = {}
+    records = 0
+    try:
+        for _, record in iter_jsonl(path):
+            records += 1
+            attributes = record.get("attributes") or record.get("milvus") or record.get("unmapped") or {}
+            stream = attributes.get("milvus_audit.stream")
+            if not isinstance(stream, str):
+                continue
+            seq = attributes.get("milvus_audit.seq")
+            entry = streams.setdefault(stream, [seq, seq, ""])
+            entry[1] = seq
+            chain = attributes.get("milvus_audit.chain")
+            if isinstance(chain, str):
+                entry[2] = chain
+    except (JsonlError, OSError):
+        pass  # an unreadable file is still deleted by policy; what could be read is recorded
+    try:
+        mtime = os.stat(path).st_mtime
+    except OSError:
+        mtime = 0.0
+    return {
+        "milvus_audit.retention.file": str(path),
+        "milvus_audit.retention.streams": list(streams),
+        "milvus_audit.retention.seq_first": [int(v[0] or 0) for v in streams.values()],
+        "milvus_audit.retention.seq_last": [int(v[1] or 0) for v in streams.values()],
+        "milvus_audit.retention.final_chain": [v[2] for v in streams.values()],
+        "milvus_audit.retention.records": records,
+        "milvus_audit.retention.mtime": rfc3339(int(mtime * 1e9)),
+    }
+
+
 class JsonlProcessor(LogRecordProcessor):
     """The SDK's batch processor in front of the file, without its drops.
 
@@ -145,6 +356,7 @@ class JsonlProcessor(LogRecordProcessor):
 
     def __init__(self, exporter: JsonlExporter, max_pending: int = 4096) -> None:
         self._exporter = exporter
+        self.exporter = exporter
         self._batch = BatchLogRecordProcessor(exporter, max_queue_size=2 * max_pending,
                                               max_export_batch_size=min(512, max_pending))
         self._emitted = itertools.count(1)  # next() is atomic: threads may emit at once

@@ -26,6 +26,8 @@ import wrapt
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 from opentelemetry.instrumentation.utils import unwrap
 
+from milvus_audit.auditing.auditor import AuditRuntime
+from milvus_audit.auditing.lifecycle import lifecycle_stopped
 from milvus_audit.config import AuditConfig
 from milvus_audit.instrumentation.client import (
     _AsyncProxy,
@@ -68,6 +70,7 @@ class MilvusAuditInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         from milvus_audit.instrumentation import orm
 
         config = _config_from(kwargs)
+        self._config = config
         self._wrapped: list[tuple[type, str, bool]] = []
         for cls, proxy_class in ((pymilvus.MilvusClient, _SyncProxy), (pymilvus.AsyncMilvusClient, _AsyncProxy)):
             self._wrap(cls, "__init__", _audited_init(cls, config))
@@ -95,6 +98,9 @@ class MilvusAuditInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         if patches is not None:
             patches.restore()
             self._orm = None
+        config = getattr(self, "_config", None)
+        if config is not None and isinstance(config._runtime, AuditRuntime):  # auditing stops: PCI DSS 10.2.1.6
+            lifecycle_stopped(config._runtime, "uninstrument")
 
 
 AUDITOR = "_milvus_audit_auditor"

@@ -16,6 +16,7 @@ from opentelemetry.context import Context, get_current
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from milvus_audit._version import __version__
+from milvus_audit.export.jsonl import JsonlProcessor
 from milvus_audit.export.spool import SpoolProcessor
 from milvus_audit.integrity.chain import (
     EMPTY_RESOURCE,
@@ -30,6 +31,7 @@ from milvus_audit.integrity.chain import (
 from milvus_audit.model.record import AuditEvent
 from milvus_audit.otel.spans import CallSpan, DerivedSpans, spans_for
 from milvus_audit.runtime.worker import BACKGROUND
+from milvus_audit.semconv import RETENTION_EVENT
 
 if TYPE_CHECKING:
     from milvus_audit.config import AuditConfig
@@ -97,6 +99,12 @@ class OTelEmitter:
                                              description="Calls refused in fail-closed mode.")
         self.alerts = meter.create_counter("milvus_audit.alerts", unit="{alert}",
                                            description="Alerts raised by in-process detection.")
+        _claim_retention(destination, self)
+
+    def record_retention(self, attributes: dict[str, Any]) -> None:
+        """A rotated JSONL file deleted by retention: recorded (and chained) as `milvus.audit.retention`,
+        from the background worker (never from the writer that deleted it, which holds its lock)."""
+        BACKGROUND.submit(self.emit_record, RETENTION_EVENT, "INFO", attributes)
 
     def now_ns(self) -> int:
         clock = self._clock
@@ -237,6 +245,17 @@ def valid_utf8(attributes: dict[str, Any]) -> None:
             cleaned = _valid_sequence(value)
             if cleaned is not value:
                 attributes[key] = cleaned
+
+
+def _claim_retention(provider: object, emitter: OTelEmitter) -> None:
+    """The first emitter of a destination records the deletions of its JSONL files' retention."""
+    processor = getattr(provider, "_multi_log_record_processor", None)
+    for child in getattr(processor, "_log_record_processors", ()):
+        if isinstance(child, JsonlProcessor) and child.exporter.on_retention is None:
+            child.exporter.on_retention = emitter.record_retention
+            pending, child.exporter.pending_retention = child.exporter.pending_retention, []
+            for attributes in pending:
+                emitter.record_retention(attributes)
 
 
 def _spooled(provider: object) -> bool:

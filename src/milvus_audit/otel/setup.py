@@ -119,6 +119,11 @@ def configure(
     jsonl_path: str | os.PathLike[str] | None = None,
     jsonl_format: Literal["otel", "ecs", "ocsf"] = "otel",
     jsonl_file_mode: int = 0o600,
+    jsonl_max_bytes: int | None = None,
+    jsonl_rotate_interval: float | None = None,
+    jsonl_backups: int | None = None,
+    jsonl_compress: bool = False,
+    jsonl_retention_days: float | None = None,
     console: bool = False,
     spool_dir: str | os.PathLike[str] | None = None,
     spool_fsync: FsyncPolicy = "interval",
@@ -133,6 +138,10 @@ def configure(
     variable is set. `jsonl_path` also appends each audit record to that file (created with
     `jsonl_file_mode`, 0600 by default) as one
     JSON line, in the core format (`jsonl_format="otel"`) or as ECS or OCSF;
+    The file rotates when a batch would take it past `jsonl_max_bytes`, or `jsonl_rotate_interval`
+    seconds after it was opened (`audit.jsonl.1` newest; `jsonl_compress=True` gzips rotated files;
+    `jsonl_backups=N` keeps N of them; `jsonl_retention_days` deletes older ones, each deletion
+    recorded as `milvus.audit.retention`); it is reopened when logrotate moves or truncates it.
     `console=True` prints each record readably. With `set_global=False` the
     providers are returned without becoming global (use `pipeline.audit_config()`).
 
@@ -174,7 +183,9 @@ def configure(
         if jsonl_format not in ("otel", "ecs", "ocsf"):
             raise ValueError(f"configure(jsonl_format=...) must be otel, ecs or ocsf, not {jsonl_format!r}")
         formatter = FORMATTERS[jsonl_format]
-        exporter = JsonlExporter(path, formatter, file_mode=jsonl_file_mode)
+        exporter = JsonlExporter(path, formatter, file_mode=jsonl_file_mode, max_bytes=jsonl_max_bytes,
+                                 rotate_interval=jsonl_rotate_interval, backups=jsonl_backups,
+                                 compress=jsonl_compress, retention_days=jsonl_retention_days)
         logger_provider.add_log_record_processor(JsonlProcessor(exporter))
     if console:
         logger_provider.add_log_record_processor(SimpleLogRecordProcessor(ConsoleExporter()))
