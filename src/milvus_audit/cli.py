@@ -597,6 +597,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="replace existing keys (logs they sealed then need the old keys to verify)")
     keygen.set_defaults(handler=_keygen)
     add_serverlog_parsers(commands, detection=_server_detection)
+    from milvus_audit.auditing.policy_cli import add_parsers as add_policy_parsers  # policy check, policy show
+
+    add_policy_parsers(commands)
     _add_review_parsers(commands)
     return parser
 
