@@ -306,12 +306,14 @@ def stub_workload(pipeline: Pipeline, rounds: int, per_round: int) -> dict[str, 
     dead = Playbook(rules=["slow_query"], actions=[Webhook("http://127.0.0.1:9/dead", timeout_s=1, retries=3)])
     alerting = milvus_audit.instrument(StubClient(), pipeline.audit(detection=always))
     dead_webhook = milvus_audit.instrument(StubClient(), pipeline.audit(detection=always, playbooks=[dead]))
+    sharing = milvus_audit.instrument(StubClient(), pipeline.audit(detection=True, **shared_settings()))
     vector = [[0.1] * DIM]
     variants = {"bare": lambda: stub.search("bench", vector, limit=10),
                 "milvus_audit": lambda: audited.search("bench", vector, limit=10),
                 "with_detection": lambda: detecting.search("bench", vector, limit=10),
                 "alert_every_call": lambda: alerting.search("bench", vector, limit=10),
                 "alert_dead_webhook": lambda: dead_webhook.search("bench", vector, limit=10),
+                "with_shared_state": lambda: sharing.search("bench", vector, limit=10),
                 "floor": floor_variant(lambda: stub.search("bench", vector, limit=10), pipeline, "search")}
     for fsync in ("never", "interval", "always"):
         spooled = milvus_audit.instrument(StubClient(), pipeline.audit_spooled(fsync))
@@ -319,6 +321,144 @@ def stub_workload(pipeline: Pipeline, rounds: int, per_round: int) -> dict[str, 
     samples, amortized = measure(variants, rounds, per_round, pipeline.flush)
     pipeline.flush()
     return summarize(samples, amortized, "bare")
+
+
+class RedisProcess:
+    """A real redis-server on a free loopback port with a password, no persistence; stopped by PID."""
+
+    def __init__(self) -> None:
+        import secrets
+        import shutil
+        import socket
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.password = secrets.token_hex(16)
+        executable = shutil.which("redis-server")
+        if executable is None:
+            raise SystemExit("redis-server is not installed (make bench installs it)")
+        self.process = subprocess.Popen(
+            [executable, "--port", str(self.port), "--bind", "127.0.0.1", "--requirepass", self.password,
+             "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        import redis
+
+        client = redis.Redis(port=self.port, password=self.password)
+        for _ in range(200):
+            try:
+                client.ping()
+                break
+            except redis.RedisError:
+                time.sleep(0.05)
+        else:
+            raise SystemExit("redis-server did not start")
+
+    @property
+    def url(self) -> str:
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+REDIS: list[RedisProcess] = []
+
+
+def shared_settings(prefix: str = "bench") -> dict[str, Any]:
+    """AuditConfig settings sharing state through the benchmark's Redis (started on first use)."""
+    if not REDIS:
+        REDIS.append(RedisProcess())
+    return {"shared_state": REDIS[0].url, "shared_state_prefix": f"{prefix}-{os.getpid()}",
+            "block_key": "ab" * 32}
+
+
+class RefusedStub(StubClient):
+    """Every search fails authentication, as the server refuses a wrong password (NeedAuthenticate)."""
+
+    def __init__(self, user: str) -> None:
+        super().__init__()
+        from types import SimpleNamespace
+
+        self._config = SimpleNamespace(uri="http://127.0.0.1:19530", token=f"{user}:wrong", db_name="")
+
+    def search(self, collection_name: str, data: Any = None, filter: str = "", limit: int = 10,
+               **kwargs: Any) -> Any:
+        raise pymilvus.MilvusException(code=1800, message="auth check failure")
+
+
+def paced(call: Callable[[], Any], rate: int, seconds: float) -> float:
+    """Call at `rate` calls/s for `seconds`; return the achieved rate."""
+    start = time.perf_counter()
+    done = 0
+    while (elapsed := time.perf_counter() - start) < seconds:
+        due = int(elapsed * rate)
+        while done < due:
+            call()
+            done += 1
+        time.sleep(0.0005)
+    return done / (time.perf_counter() - start)
+
+
+def shared_state_fleet(pipeline: Pipeline, quick: bool) -> dict[str, Any]:
+    """Shared state on a real Redis: round trips per process per second at 10,000 calls/s, the
+    propagation time of a block between two members, and the fleet-wide alert latency at
+    1,000 calls/s (a brute force spread over two members: neither alone crosses the threshold)."""
+    from milvus_audit.detect import Rules
+    from milvus_audit.wiring import runtime_for, shared_state_of
+
+    vector = [[0.1] * DIM]
+    config = pipeline.audit(detection=True, **shared_settings("rate"))
+    client = milvus_audit.instrument(StubClient(), config)
+    state = shared_state_of(runtime_for(config))
+    assert state is not None
+    seconds = 1.0 if quick else 5.0
+    before, start = state.round_trips, time.perf_counter()
+    rate = paced(lambda: client.search("bench", vector, limit=10), 10_000, seconds)
+    pipeline.flush()
+    round_trips = (state.round_trips - before) / (time.perf_counter() - start)
+
+    first, second = (pipeline.audit(detection=True, **shared_settings("propagation")) for _ in range(2))
+    blocks_a, blocks_b = runtime_for(first).blocks, runtime_for(second).blocks
+    assert blocks_a is not None and blocks_b is not None
+    propagation = []
+    for index in range(3 if quick else 20):
+        principal = f"mallory-{index}"
+        placed = time.perf_counter()
+        blocks_a.block("enduser", principal, 60)
+        while blocks_b.get("enduser", principal) is None and time.perf_counter() - placed < 2:
+            time.sleep(0.0001)
+        propagation.append((time.perf_counter() - placed) * 1000)
+        time.sleep(0.05)
+
+    rules = Rules()
+    for rule_id, settings in rules.settings.items():
+        settings.enabled = rule_id == "brute_force"
+    rules.configure("brute_force", threshold=20)
+    raised: dict[str, float] = {}
+    members = [pipeline.audit(detection=rules, on_alert=[lambda alert: raised.setdefault(alert.principal,
+                                                                                          time.perf_counter())],
+                              **shared_settings("latency")) for _ in range(2)]
+    latency = []
+    for index in range(3 if quick else 10):
+        user = f"victim-{index}"
+        refused = [milvus_audit.instrument(RefusedStub(user), member) for member in members]
+        last = 0.0
+        for call in range(20):  # 1,000 calls/s, alternating between the two members
+            try:
+                refused[call % 2].search("bench", vector)
+            except pymilvus.MilvusException:
+                pass
+            last = time.perf_counter()
+            time.sleep(0.001)
+        while user not in raised and time.perf_counter() - last < 2:
+            time.sleep(0.0005)
+        latency.append((raised.get(user, float("inf")) - last) * 1000)
+        time.sleep(0.2)
+    pipeline.flush()
+    return {"offered_per_s": round(rate), "round_trips_per_s": round(round_trips, 1),
+            "block_propagation_ms": {"median": statistics.median(propagation), "max": max(propagation)},
+            "alert_latency_ms": {"median": statistics.median(latency), "max": max(latency)}}
 
 
 def detection_cost(events: int) -> dict[str, float]:
@@ -626,12 +766,20 @@ def main() -> int:
         "serverlog_parse": serverlog_parse_rate(20_000 if quick else 500_000),
         "propagation": propagation_cost(2_000 if quick else 200_000),
         "memory": memory(2_000 if quick else 1_000_000),
+        "shared_state": shared_state_fleet(pipeline, quick),
     }
     stub, search, query = report["stub"], report["lite"].get("search"), report["lite"].get("query")
     floor_added = stub["floor"]["added_us"]
     targets = {
         "stub: milvus_audit <= 1.2x floor": stub["milvus_audit"]["added_us"] <= 1.2 * floor_added,
         "stub: detection adds <= 5 µs": stub["with_detection"]["median_us"] - stub["milvus_audit"]["median_us"] <= 5,
+        "stub: shared state adds <= 2 µs to with_detection":
+            stub["with_shared_state"]["median_us"] - stub["with_detection"]["median_us"] <= 2,
+        "shared state: <= 20 Redis round trips per process per second at 10,000 calls/s":
+            report["shared_state"]["round_trips_per_s"] <= 20,
+        "shared state: a block propagates within 1 s": report["shared_state"]["block_propagation_ms"]["max"] < 1000,
+        "shared state: a fleet-wide alert within 250 ms at 1,000 calls/s":
+            report["shared_state"]["alert_latency_ms"]["max"] < 250,
         "stub: a dead webhook adds <= 5 µs to an alerting call":
             stub["alert_dead_webhook"]["median_us"] - stub["alert_every_call"]["median_us"] <= 5,
         **({"lite search: added <= 1.2x floor's added":
@@ -680,6 +828,13 @@ def main() -> int:
               + ", ".join(f"{thread} {us:.1f}" for thread, us in cpu.items()) + f" (total {sum(cpu.values()):.1f})")
     m = report["memory"]
     print(f"memory over {m['calls']:,} calls: RSS +{m['rss_growth_kb']} KB, traced +{m['traced_growth_bytes']:,} B")
+    fleet = report["shared_state"]
+    print(f"shared state (real Redis on loopback): {fleet['round_trips_per_s']} round trips/s at "
+          f"{fleet['offered_per_s']:,} calls/s; block propagation median "
+          f"{fleet['block_propagation_ms']['median']:.1f} ms, max {fleet['block_propagation_ms']['max']:.1f} ms; "
+          f"fleet-wide alert latency at 1,000 calls/s median {fleet['alert_latency_ms']['median']:.0f} ms, "
+          f"max {fleet['alert_latency_ms']['max']:.0f} ms; calling thread "
+          f"{stub['with_shared_state']['median_us'] - stub['with_detection']['median_us']:+.2f} µs vs with_detection")
     print("\ntargets:")
     for name, met in targets.items():
         print(f"  [{'met' if met else 'NOT MET'}] {name}")
@@ -714,6 +869,8 @@ def main() -> int:
         print("(matplotlib not installed: no chart)")
     pipeline.shutdown()
     receiver.stop()
+    for redis_process in REDIS:
+        redis_process.stop()
     return 0
 
 
