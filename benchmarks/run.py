@@ -620,13 +620,14 @@ def thread_cpu_s() -> dict[str, float]:
 
 
 def offer(receiver: ReceiverProcess, pipeline: Pipeline, call: Callable[[], Any], rate: int,
-          seconds: float) -> dict[str, Any]:
+          seconds: float, emitted: Callable[[], int] | None = None) -> dict[str, Any]:
     """Offer `rate` calls/s on one thread for `seconds`, then wait until the receiver has every
     log record and span. Sustained: the rate was kept, nothing was dropped, and the backlog
     left at the end took at most 5% of the run (+0.1 s of flush round trips) to deliver:
     the pipeline kept pace instead of filling its queues."""
     pipeline.flush()
     before = receiver.counts()
+    emitted_before = emitted() if emitted else 0
     cpu_before = thread_cpu_s()
     calls = 0
     start = time.perf_counter()
@@ -637,20 +638,89 @@ def offer(receiver: ReceiverProcess, pipeline: Pipeline, call: Callable[[], Any]
         time.sleep(0.005)  # ahead of schedule: the export threads get the GIL
     offered_s = time.perf_counter() - start
     pipeline.flush()
+    records = emitted() - emitted_before if emitted else calls  # a policy records fewer than the calls
     deadline = time.perf_counter() + 30
     while True:
         counts = receiver.counts()
         received = min(counts["logs"] - before["logs"], counts["spans"] - before["spans"])
-        if received >= calls or time.perf_counter() > deadline:
+        if received >= records or time.perf_counter() > deadline:
             break
         time.sleep(0.02)
     drain_s = time.perf_counter() - start - offered_s
     cpu = {name: (spent - cpu_before.get(name, 0.0)) * 1e6 / max(calls, 1) for name, spent in thread_cpu_s().items()}
     achieved = calls / offered_s
     return {"offered_per_s": rate, "achieved_per_s": achieved, "calls": calls, "received": received,
-            "dropped": calls - received, "drain_s": drain_s,
+            "records": records, "dropped": records - received, "drain_s": drain_s,
             "cpu_us_per_call": {name: us for name, us in sorted(cpu.items(), key=lambda item: -item[1]) if us >= 0.5},
-            "sustained": achieved >= 0.98 * rate and received == calls and drain_s <= 0.05 * seconds + 0.1}
+            "sustained": achieved >= 0.98 * rate and received == records and drain_s <= 0.05 * seconds + 0.1}
+
+
+READS_SAMPLED = [{"match": {"category": "data_read", "outcome": "success"}, "sample": 0.01}]
+
+
+def policy_cost(calls: int) -> dict[str, Any]:
+    """What the calling thread pays for a call the policy does not record (excluded, or sampled
+    out: the decision comes before anything is built), against the bare stub, in-process."""
+    from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+
+    logger_provider = LoggerProvider()
+    logger_provider.add_log_record_processor(SimpleLogRecordProcessor(InMemoryLogRecordExporter()))
+    providers = {"logger_provider": logger_provider, "tracer_provider": TracerProvider(),
+                 "meter_provider": MeterProvider()}
+    vector = [[0.1] * DIM]
+    stub = StubClient()
+    excluded = milvus_audit.instrument(StubClient(), milvus_audit.AuditConfig(
+        policy=[{"match": {"category": "data_read"}, "action": "exclude"}], **providers))
+    sampled_out = milvus_audit.instrument(StubClient(), milvus_audit.AuditConfig(
+        policy=[{"match": {"category": "data_read", "outcome": "success"}, "sample": 1e-9}], **providers))
+    detecting = milvus_audit.instrument(StubClient(), milvus_audit.AuditConfig(
+        policy=[{"match": {"category": "data_read"}, "action": "exclude"}], detection=True, **providers))
+    variants = {"bare": lambda: stub.search("bench", vector, limit=10),
+                "excluded": lambda: excluded.search("bench", vector, limit=10),
+                "sampled_out": lambda: sampled_out.search("bench", vector, limit=10),
+                "excluded_with_detection": lambda: detecting.search("bench", vector, limit=10)}
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(20):
+        for name, call in random.sample(list(variants.items()), len(variants)):
+            for _ in range(calls // 20):
+                start = time.perf_counter_ns()
+                call()
+                samples[name].append((time.perf_counter_ns() - start) / 1000)
+        milvus_audit.flush()
+    bare = statistics.median(samples["bare"])
+    return {name: {"median_us": statistics.median(values), "added_us": statistics.median(values) - bare}
+            for name, values in samples.items()}
+
+
+def policy_throughput(receiver: ReceiverProcess, pipeline: Pipeline, rates: list[int],
+                      seconds: float) -> dict[str, Any]:
+    """The highest rate one thread sustains with successful reads sampled at 1% (every record
+    the policy keeps delivered, nothing dropped)."""
+    from opentelemetry.sdk._logs import LogRecordProcessor
+
+    class Count(LogRecordProcessor):
+        emitted = 0
+
+        def on_emit(self, log_record: Any) -> None:
+            Count.emitted += 1
+
+        def shutdown(self) -> None:
+            pass
+
+        def force_flush(self, timeout_millis: int = 30_000) -> bool:
+            return True
+
+    pipeline.logger_provider.add_log_record_processor(Count())
+    audited = milvus_audit.instrument(StubClient(), pipeline.audit(policy=READS_SAMPLED))
+    vector = [[0.1] * DIM]
+    runs = []
+    for rate in rates:
+        runs.append(offer(receiver, pipeline, lambda: audited.search("bench", vector, limit=10), rate, seconds,
+                          emitted=lambda: Count.emitted))
+        if not runs[-1]["sustained"]:
+            break
+    sustained = [run["offered_per_s"] for run in runs if run["sustained"]]
+    return {"reads_sampled_1pct": {"runs": runs, "highest_sustained_per_s": max(sustained, default=0)}}
 
 
 def throughput(receiver: ReceiverProcess, pipeline: Pipeline, rates: list[int], seconds: float) -> dict[str, Any]:
@@ -763,6 +833,9 @@ def main() -> int:
         "lite": lite_workloads(pipeline, rounds=lite_rounds, per_round=3 if quick else 20, only=workloads),
         "detection_engine": detection_cost(2_000 if quick else 200_000),
         "spool": spool_cost(500 if quick else 20_000),
+        "policy": policy_cost(2_000 if quick else 200_000),
+        "policy_throughput": policy_throughput(receiver, pipeline, [2_000] if quick else
+                                               list(range(30_000, 60_001, 6_000)), 0.3 if quick else 10.0),
         "serverlog_parse": serverlog_parse_rate(20_000 if quick else 500_000),
         "propagation": propagation_cost(2_000 if quick else 200_000),
         "memory": memory(2_000 if quick else 1_000_000),
@@ -793,6 +866,10 @@ def main() -> int:
         "throughput: >= 10,000 calls/s sustained, zero dropped":
             report["throughput"]["milvus_audit"]["highest_sustained_per_s"] >= 10_000,
         "memory flat (< 5 MB traced growth)": report["memory"]["traced_growth_bytes"] < 5 * 1024 * 1024,
+        "policy: an excluded call adds <= 2 µs": report["policy"]["excluded"]["added_us"] <= 2.0,
+        "policy: a sampled-out call adds <= 2 µs": report["policy"]["sampled_out"]["added_us"] <= 2.0,
+        "policy: 1%-sampled reads sustain >= 4x 9,000 calls/s":
+            report["policy_throughput"]["reads_sampled_1pct"]["highest_sustained_per_s"] >= 36_000,
         "propagation: <= 1 µs per RPC": report["propagation"]["us_per_rpc"] <= 1.0,
         "serverlog: parse >= 100,000 access-log lines/s on one core":
             report["serverlog_parse"]["lines_per_s"] >= 100_000,
@@ -826,6 +903,11 @@ def main() -> int:
         cpu = result["runs"][-1]["cpu_us_per_call"]
         print(f"  CPU µs per call by thread at {result['runs'][-1]['offered_per_s']:,}/s: "
               + ", ".join(f"{thread} {us:.1f}" for thread, us in cpu.items()) + f" (total {sum(cpu.values()):.1f})")
+    for name, row in report["policy"].items():
+        print(f"policy, {name:<24}: median {row['median_us']:.2f} µs/call, added {row['added_us']:.2f} µs")
+    for name, result in report["policy_throughput"].items():
+        runs = ", ".join(f"{run['offered_per_s']:,}/s {'ok' if run['sustained'] else 'NO'}" for run in result["runs"])
+        print(f"throughput, {name}: highest sustained {result['highest_sustained_per_s']:,} calls/s; {runs}")
     m = report["memory"]
     print(f"memory over {m['calls']:,} calls: RSS +{m['rss_growth_kb']} KB, traced +{m['traced_growth_bytes']:,} B")
     fleet = report["shared_state"]

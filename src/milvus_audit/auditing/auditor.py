@@ -146,7 +146,10 @@ class Unrecorded:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  traceback: TracebackType | None) -> None:
-        self.auditor.finish_unrecorded(self, exc)
+        auditor = self.auditor
+        if exc is None and not auditor.sinks:
+            return  # an excluded success, nothing listens for it: done
+        auditor.finish_unrecorded(self, exc)
 
 
 class Auditor:
@@ -196,7 +199,10 @@ class Auditor:
         if not policy.rules:
             return self.begin(plan, args, kwargs, extra, measure)
         try:
-            resolved = policy.for_operation(plan.operation)
+            operation = plan.operation
+            resolved = policy.resolved.get(operation.name)
+            if resolved is None or resolved.operation is not operation:
+                resolved = policy.for_operation(operation)
             success = resolved.success
             if success is None:
                 success = resolved.success_for(self.call_data(plan, args, kwargs, extra))

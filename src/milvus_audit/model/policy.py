@@ -254,7 +254,7 @@ class Policy:
         self.source = source
         canonical = json.dumps([rule.to_data() for rule in self.rules], sort_keys=True, separators=(",", ":"))
         self.hash = hashlib.sha256(canonical.encode()).hexdigest()[:16]
-        self._operations: dict[str, OperationPolicy] = {}
+        self.resolved: dict[str, OperationPolicy] = {}  # by operation name (the call path reads it directly)
 
     def __bool__(self) -> bool:
         return bool(self.rules)
@@ -267,7 +267,7 @@ class Policy:
 
     def for_operation(self, operation: Operation) -> OperationPolicy:
         """The policy resolved for `operation` (computed once per operation and cached)."""
-        cached = self._operations.get(operation.name)
+        cached = self.resolved.get(operation.name)
         if cached is not None and cached.operation is operation:
             return cached
         protected = protected_operation(operation)
@@ -279,8 +279,8 @@ class Policy:
         else:
             resolved = OperationPolicy(operation, None, rules, _static(rules, semconv.SUCCESS),
                                        _static(rules, semconv.FAILURE))
-        if len(self._operations) < 4096:
-            self._operations[operation.name] = resolved
+        if len(self.resolved) < 4096:
+            self.resolved[operation.name] = resolved
         return resolved
 
     def decide_record(self, attributes: Mapping[str, Any]) -> Verdict:
