@@ -91,3 +91,18 @@ def test_tune_alerts_per_day_and_current_rules(recorded: dict[str, Path], tmp_pa
     shown = cli("rules", "--rules", out)
     assert "page-oncall" in shown.stdout and "# effective detection rules" in shown.stdout
     assert cli("tune", recorded["baseline"], "-o", out).returncode == 2  # never overwritten silently
+
+
+def test_sigma_export_uses_the_tuned_rules_and_version(tmp_path: Path) -> None:
+    pytest.importorskip("sigma.backends.splunk")
+    tuned = tmp_path / "tuned.yaml"
+    tuned.write_text("rules:\n  data_exfiltration:\n    rows: 630000\n    allowlist: [export-job]\n"
+                     "  slow_query:\n    enabled: false\n")
+    run = cli("sigma", "export", "--backend", "splunk", "--rules", tuned)
+    assert run.returncode == 0, run.stderr
+    assert "value_sum >= 630000" in run.stdout and "milvus_slow_read" not in run.stdout
+    assert "data_exfiltration: its allowlist" in run.stderr
+    shipped = cli("sigma", "export", "--backend", "splunk")
+    assert "value_sum >= 10000" in shipped.stdout and "milvus_slow_read" in shipped.stdout
+    version = cli("--version")
+    assert version.returncode == 0 and re.fullmatch(r"milvus-audit \d+\.\d+\.\d+\S*\n", version.stdout)
