@@ -17,7 +17,7 @@ def test_benchmark_quick_run(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(out.read_text())
     assert set(report["stub"]) == {"bare", "milvus_audit", "with_detection", "alert_every_call", "alert_dead_webhook",
-                                    "floor", "spool_never", "spool_interval", "spool_always"}
+                                    "floor", "spool_never", "spool_interval", "spool_always", "with_shared_state"}
     assert report["detection_engine"]["events"] == 2000
     assert set(report["spool"]) == {"never", "interval", "always"}
     for workload in ("search", "query", "insert"):
