@@ -18,10 +18,8 @@ from milvus_audit.auditing.gates import BlockList, DurabilityGate, Durable, Gate
 from milvus_audit.auditing.lifecycle import lifecycle_started
 from milvus_audit.auditing.policy import holder_for
 from milvus_audit.config import AuditConfig
-from milvus_audit.detect.rules import Rules
 from milvus_audit.detect.sink import AlertHandler, DetectionSink, record_alerts, rules_from
 from milvus_audit.export.spool import active_spools
-from milvus_audit.model.policy import without_policy_section
 from milvus_audit.model.record import Sink
 from milvus_audit.otel.emitter import OTelEmitter
 from milvus_audit.respond.playbook import Responder, playbooks_from_yaml
@@ -54,7 +52,7 @@ def build_runtime(config: AuditConfig) -> AuditRuntime:
     shared = _shared_state(config, emitter)
     if shared is not None and config.fail_closed:
         gates.append(shared)  # fail-closed: refuse while the fleet's blocks cannot be known
-    rules = rules_from(rules_setting(config.detection))
+    rules = rules_from(config.detection)
     if rules is not None:
         handlers: list[AlertHandler] = [record_alerts(emitter), *config.alert_callbacks()]
         playbooks = list(config.playbooks)
@@ -78,7 +76,7 @@ def build_runtime(config: AuditConfig) -> AuditRuntime:
             runtime.blocks = BlockList(config.clock)
             gates.append(runtime.blocks)
         shared.attach_blocks(runtime.blocks)
-        runtime.shared = shared  # type: ignore[attr-defined]
+        runtime.shared = shared
         shared.start()  # loads the fleet's blocks before the first call (bounded by a short timeout)
     runtime.gates = tuple(gates)
     lifecycle_started(runtime)
@@ -87,7 +85,7 @@ def build_runtime(config: AuditConfig) -> AuditRuntime:
 
 def shared_state_of(runtime: AuditRuntime) -> SharedState | None:
     """The configuration's connection to the fleet (`AuditConfig(shared_state=...)`), if any."""
-    state = getattr(runtime, "shared", None)
+    state = runtime.shared
     return state if isinstance(state, SharedState) else None
 
 
@@ -101,18 +99,6 @@ def _shared_state(config: AuditConfig, emitter: OTelEmitter) -> SharedState | No
             "integrity key): counts and cooldowns are shared, blocks stay in the process that placed them")
     return SharedState(settings, emitter, clock=config.clock, meter_provider=config.meter_provider,
                        fail_closed=config.fail_closed)
-
-
-def rules_setting(detection: object) -> object:
-    """`AuditConfig.detection`, with a rules file's `policy:` section left to the policy (lines kept)."""
-    if isinstance(detection, (str, Path)):
-        try:
-            text = Path(detection).read_text(encoding="utf-8")
-        except OSError:
-            return detection  # the rules loader says why
-        if "policy" in text:
-            return Rules.from_yaml_text(without_policy_section(text), str(detection))
-    return detection
 
 
 def _durable_spools(config: AuditConfig) -> list[Durable]:

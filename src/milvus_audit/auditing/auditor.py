@@ -54,6 +54,8 @@ class AuditRuntime:
     blocks: BlockList | None = None
     # The response side, for operators and tests (a `milvus_audit.respond.Responder`).
     responder: Any = None
+    # The fleet's shared state (a `milvus_audit.shared.SharedState`) with `AuditConfig(shared_state=...)`.
+    shared: Any = None
     # The audit policy (`AuditConfig(policy=...)`, see auditing/policy.py); read on every call.
     policy: PolicyHolder = field(default_factory=lambda: PolicyHolder(EMPTY))
 

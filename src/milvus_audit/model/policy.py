@@ -505,25 +505,6 @@ def policy_section(text: str, source: str = "<string>") -> Policy | None:
     return None
 
 
-def without_policy_section(text: str) -> str:
-    """The rules file with its `policy:` section blanked out, lines kept (for the rules loader)."""
-    try:
-        node = yaml.compose(text)
-    except yaml.YAMLError:
-        return text
-    if not isinstance(node, yaml.MappingNode):
-        return text
-    lines = text.splitlines(keepends=True)
-    for key, value in node.value:
-        if key.value == "policy":
-            first, last = key.start_mark.line, value.end_mark.line
-            if value.end_mark.column == 0:
-                last -= 1
-            for number in range(first, min(last + 1, len(lines))):
-                lines[number] = "\n"
-    return "".join(lines)
-
-
 # -- packs --------------------------------------------------------------------------------
 def pack_text(name: str) -> str:
     """The YAML of a shipped compliance pack (pci-dss, soc2, hipaa, minimal)."""

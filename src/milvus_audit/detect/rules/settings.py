@@ -107,10 +107,10 @@ class Rules:
                 rules.max_principals = int(_scalar(value_node, f"{where}: key 'max_principals'"))
             elif key == "rules":
                 rules._load_rules(value_node, source)
-            elif key == "playbooks":
-                continue  # read by milvus_audit.respond
+            elif key in ("playbooks", "policy"):
+                continue  # read by milvus_audit.respond and by the audit policy
             else:
-                raise RulesError(f"{where}: unknown key {key!r} (expected 'rules', 'playbooks' or "
+                raise RulesError(f"{where}: unknown key {key!r} (expected 'rules', 'playbooks', 'policy' or "
                                  "'max_principals')")
         return rules
 
