@@ -523,3 +523,30 @@ def test_ingest_follow_survives_sigkill_and_restart(milvus_server: MilvusServer,
     missing = expected - set(emitted)
     assert expected and not missing, f"{len(missing)} of {len(expected)} access lines never emitted"
     assert set(emitted) == expected  # at least once; a line re-read after the SIGKILL keeps its id
+
+
+@pytest.mark.server
+def test_a_connection_shared_with_a_bare_client_made_before_is_still_joined(milvus_server: MilvusServer,
+                                                                           tmp_path: Path) -> None:
+    """pymilvus shares one connection between clients with the same URI and token: the audited
+    client's calls still carry their trace ids when the connection predates it."""
+    import pymilvus
+
+    bare = pymilvus.MilvusClient(milvus_server.uri, user=milvus_server.root_user,
+                                 password=milvus_server.root_password)
+    bare.list_collections()
+    offset = _mark(milvus_server)
+    jsonl = tmp_path / "client.jsonl"
+    pipeline, client = _audited(milvus_server, jsonl)
+    try:
+        client.list_collections()
+        client.has_collection("missing")
+    finally:
+        client.close()
+        pipeline.shutdown()
+    result = reconcile(read_client_records([str(jsonl)]),
+                       read_server_records([str(_server_lines_since(milvus_server, offset, tmp_path))],
+                                           AccessLogParser()))
+    assert [s.attributes[semconv.RPC_METHOD] for s in result.shadow] == []
+    assert len(result.accounted) >= 2
+    bare.close()

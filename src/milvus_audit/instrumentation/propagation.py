@@ -27,10 +27,13 @@ import grpc
 import wrapt
 from opentelemetry.trace import get_current_span
 
+from milvus_audit.runtime.diagnostics import INTERNAL_ERRORS
+
 # Set while an audited client that propagates builds its connection. An asyncio client builds
 # it later, on first use: the client is marked, and its connection manager call sets it then.
 _INSTALLING: contextvars.ContextVar[bool] = contextvars.ContextVar("milvus_audit_propagate", default=False)
 _CLIENT_FLAG = "_milvus_audit_propagate"
+_HANDLER_FLAG = "_milvus_audit_propagating"  # on a connection handler whose channel has the interceptor
 _REQUEST_ID = "client-request-id"
 
 
@@ -119,9 +122,40 @@ def propagating(enabled: bool) -> Iterator[None]:
 
 
 def mark(client: Any) -> None:
-    """An asyncio client that connects on first use: its channel gets the interceptor then."""
-    if client is not None and hasattr(client, "__dict__"):
-        client.__dict__[_CLIENT_FLAG] = True
+    """After an audited client's construction: a connection it shares with clients made before
+    gets the interceptor now; an asyncio client, which connects on first use, gets it then."""
+    if client is None or not hasattr(client, "__dict__"):
+        return
+    client.__dict__[_CLIENT_FLAG] = True
+    handler = client.__dict__.get("_handler")
+    if handler is not None:
+        _ensure(handler)
+
+
+def _ensure(handler: Any) -> None:
+    """Add the interceptor to a handler's existing channel, once (pymilvus shares a connection
+    between clients with the same URI and token, so it may predate the audited client)."""
+    state = getattr(handler, "__dict__", None)
+    if state is None or state.get(_HANDLER_FLAG):
+        return
+    try:
+        async_channel = state.get("_async_channel")
+        if async_channel is not None:
+            interceptors = getattr(async_channel, "_unary_unary_interceptors", None)
+            if isinstance(interceptors, list):
+                if not any(isinstance(i, AsyncPropagator) for i in interceptors):
+                    interceptors.append(AsyncPropagator())
+                state[_HANDLER_FLAG] = True
+        elif state.get("_final_channel") is not None and state.get("_stub") is not None:
+            # Over the channel as pymilvus finished it (its authorization and identifier
+            # interceptors kept), with the stub pymilvus would build over it.
+            from pymilvus.grpc_gen import milvus_pb2_grpc
+
+            final = grpc.intercept_channel(state["_final_channel"], Propagator())
+            handler._final_channel, handler._stub = final, milvus_pb2_grpc.MilvusServiceStub(final)
+            state[_HANDLER_FLAG] = True
+    except Exception as exc:  # propagation is an aid to joining records; never a reason to fail
+        INTERNAL_ERRORS.report("trace propagation", exc)
 
 
 _HOOKED = False
@@ -145,7 +179,10 @@ def _install_hooks() -> None:
 
 def _sync_channel(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     channel = wrapped(*args, **kwargs)
-    return grpc.intercept_channel(channel, Propagator()) if _INSTALLING.get() else channel
+    if not _INSTALLING.get():
+        return channel
+    instance.__dict__[_HANDLER_FLAG] = True
+    return grpc.intercept_channel(channel, Propagator())
 
 
 def _async_channel(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -153,6 +190,7 @@ def _async_channel(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, 
     interceptors = getattr(channel, "_unary_unary_interceptors", None)
     if _INSTALLING.get() and isinstance(interceptors, list):  # where pymilvus adds its own
         interceptors.append(AsyncPropagator())
+        instance.__dict__[_HANDLER_FLAG] = True
     return channel
 
 
@@ -165,7 +203,9 @@ def _deferred_connect(wrapped: Callable[..., Any], instance: Any, args: tuple[An
     async def connect() -> Any:
         token = _INSTALLING.set(True)
         try:
-            return await wrapped(*args, **kwargs)
+            handler = await wrapped(*args, **kwargs)
         finally:
             _INSTALLING.reset(token)
+        _ensure(handler)  # a shared connection made before
+        return handler
     return connect()
