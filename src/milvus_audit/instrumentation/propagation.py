@@ -153,6 +153,8 @@ def _ensure(handler: Any) -> None:
 
             final = grpc.intercept_channel(state["_final_channel"], Propagator())
             handler._final_channel, handler._stub = final, milvus_pb2_grpc.MilvusServiceStub(final)
+            if state.get("_channel") is not None:  # and when pymilvus rebuilds its stub (re-auth)
+                handler._channel = grpc.intercept_channel(state["_channel"], Propagator())
             state[_HANDLER_FLAG] = True
     except Exception as exc:  # propagation is an aid to joining records; never a reason to fail
         INTERNAL_ERRORS.report("trace propagation", exc)
@@ -179,7 +181,7 @@ def _install_hooks() -> None:
 
 def _sync_channel(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     channel = wrapped(*args, **kwargs)
-    if not _INSTALLING.get():
+    if not (_INSTALLING.get() or instance.__dict__.get(_HANDLER_FLAG)):  # a propagating handler's new channel too
         return channel
     instance.__dict__[_HANDLER_FLAG] = True
     return grpc.intercept_channel(channel, Propagator())
