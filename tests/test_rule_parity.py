@@ -66,7 +66,7 @@ from milvus_audit.semconv import (
     FailureReason,
 )
 from milvus_audit.siem.convert import _backend
-from milvus_audit.siem.sigma import load_rules_text
+from milvus_audit.siem.sigma import load_rules_text, rule_fields
 
 pytest.importorskip("sigma.backends.sqlite")
 
@@ -195,27 +195,13 @@ def load(records: Iterable[dict[str, Any]]) -> sqlite3.Connection:
         row = {**record["resource"], **record["attributes"], "event_name": record["event_name"],
                "timestamp": record["timestamp"], "event_id": f"{record['trace_id']}:{record['span_id']}"}
         rows.append({key: json.dumps(v) if isinstance(v, (list, dict)) else v for key, v in row.items()})
-    columns = sorted({key for row in rows for key in row} | _rule_fields())
+    columns = sorted({key for row in rows for key in row} | rule_fields())
     db = sqlite3.connect(":memory:")
     db.execute("CREATE TABLE logs (" + ", ".join(f'"{c}"' for c in columns) + ")")
     for row in rows:
         db.execute(f"INSERT INTO logs ({', '.join(repr(c) for c in row)}) VALUES ({', '.join('?' * len(row))})",
                    list(row.values()))
     return db
-
-
-def _rule_fields() -> set[str]:
-    from milvus_audit.siem.sigma import build_rules
-
-    fields: set[str] = set()
-    for rule in build_rules():
-        for block in (rule.get("detection") or {}).values():
-            for item in block if isinstance(block, list) else [block]:
-                if isinstance(item, dict):
-                    fields.update(key.split("|")[0] for key in item)
-        correlation = rule.get("correlation") or {}
-        fields.update(correlation.get("group-by", []))
-    return fields
 
 
 class Sigma:

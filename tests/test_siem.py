@@ -19,7 +19,7 @@ from milvus_audit.detect.rules import BUILTIN_RULES
 from milvus_audit.export.formats import to_cef, to_ecs, to_ocsf
 from milvus_audit.export.jsonl import read_jsonl
 from milvus_audit.siem.convert import BACKENDS, _backend, convert
-from milvus_audit.siem.sigma import RULES_DIR, build_rules, load_rules_text, rule_files
+from milvus_audit.siem.sigma import RULES_DIR, build_rules, load_rules_text, rule_fields, rule_files
 from tests.test_detect import DIM, FakeClock, rules_only, seeded
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,18 +79,8 @@ def test_sigma_cli(tmp_path: Path) -> None:
 
 
 # -- parity: the Sigma single-event rules match exactly what the engine counted -------
-def _rule_fields() -> set[str]:
-    fields = set()
-    for rule in build_rules():
-        for block in (rule.get("detection") or {}).values():
-            for item in block if isinstance(block, list) else [block]:
-                if isinstance(item, dict):
-                    fields.update(key.split("|")[0] for key in item)
-    return fields
-
-
 def _sqlite(records: list[dict[str, Any]]) -> sqlite3.Connection:
-    columns = sorted({key for r in records for key in r["attributes"]} | {"event_name", "event_id"} | _rule_fields())
+    columns = sorted({key for r in records for key in r["attributes"]} | {"event_name", "event_id"} | rule_fields())
     db = sqlite3.connect(":memory:")
     db.execute("CREATE TABLE logs (" + ", ".join(f'"{c}"' for c in columns) + ")")
     for record in records:

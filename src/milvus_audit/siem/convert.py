@@ -45,18 +45,9 @@ def pipeline(schema: str) -> Any:
         return ProcessingPipeline(name="milvus-audit otel", priority=20, items=[])
     if schema != "ecs":
         raise ValueError(f"unknown field schema {schema!r}: otel or ecs")
-    from milvus_audit.siem.sigma import build_rules
+    from milvus_audit.siem.sigma import rule_fields
 
-    fields: set[str] = set()
-    for rule in build_rules():
-        for block in (rule.get("detection") or {}).values():
-            for item in block if isinstance(block, list) else [block]:
-                if isinstance(item, dict):
-                    fields.update(key.split("|")[0] for key in item)
-        correlation = rule.get("correlation") or {}
-        fields.update(correlation.get("group-by", []))
-        if correlation.get("condition", {}).get("field"):
-            fields.add(correlation["condition"]["field"])
+    fields = rule_fields()
     mapping: dict[str | None, str | list[str]] = {field: ECS_FIELDS.get(field, f"milvus.{field}") for field in fields}
     return ProcessingPipeline(name="milvus-audit ecs", priority=20,
                               items=[ProcessingItem(FieldMappingTransformation(mapping), identifier="ecs_fields")])

@@ -29,6 +29,21 @@ def build_rules() -> list[dict[str, Any]]:
     return [sigma for rule in RULES for sigma in rule.sigma(rule.info.params)]
 
 
+def rule_fields(rules: list[dict[str, Any]] | None = None) -> set[str]:
+    """Every record field the rules read: in detections, correlation groups and conditions."""
+    fields: set[str] = set()
+    for rule in build_rules() if rules is None else rules:
+        for block in (rule.get("detection") or {}).values():
+            for item in block if isinstance(block, list) else [block]:
+                if isinstance(item, dict):
+                    fields.update(key.split("|")[0] for key in item)
+        correlation = rule.get("correlation") or {}
+        fields.update(correlation.get("group-by", []))
+        if correlation.get("condition", {}).get("field"):
+            fields.add(correlation["condition"]["field"])
+    return fields
+
+
 def rule_files() -> dict[str, str]:
     """File name -> YAML text for every rule."""
     return {f"{rule['name']}.yml": yaml.safe_dump(rule, sort_keys=False, width=120) for rule in build_rules()}
