@@ -21,6 +21,7 @@ from milvus_audit.export.jsonl import read_jsonl
 from milvus_audit.siem.convert import BACKENDS, _backend, convert
 from milvus_audit.siem.sigma import RULES_DIR, build_rules, load_rules_text, rule_fields, rule_files
 from tests.test_detect import DIM, FakeClock, rules_only, seeded
+from tests.test_serverlog import RECORDED, _ingest_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -145,7 +146,8 @@ def test_sigma_parity_with_the_engine(lite_uri: str, tmp_path: Path) -> None:
 # -- schemas ----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def sample_records(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
-    """Real records of every kind: connect, reads, writes, schema, a failure, an alert (Milvus Lite)."""
+    """Real records of every kind: connect, reads, writes, schema, a failure, an alert (Milvus Lite),
+    and server records ingested from the real server's access-log lines."""
     tmp = tmp_path_factory.mktemp("formats")
     jsonl = tmp / "audit.jsonl"
     pipeline = milvus_audit.configure(jsonl_path=jsonl, set_global=False)
@@ -174,7 +176,13 @@ def sample_records(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, A
     grant["attributes"].update({"db.operation.name": "grant_role", "milvus_audit.category": "rbac",
                                 "milvus_audit.target.user": "bob", "milvus_audit.target.role": "reader",
                                 "milvus_audit.outcome": "success", "milvus_audit.mutating": True})
-    return [*records, grant]
+    # the server's access log, as `milvus-audit ingest` ships it
+    access_log, server_jsonl = tmp / "access.log", tmp / "server.jsonl"
+    access_log.write_text("\n".join(RECORDED) + "\n")
+    _ingest_jsonl([str(access_log)], server_jsonl)
+    server = read_jsonl(server_jsonl)
+    assert len(server) == len(RECORDED)
+    return [*records, grant, *server]
 
 
 def test_ocsf_output_validates_against_the_schema(sample_records: list[dict[str, Any]]) -> None:
@@ -193,6 +201,8 @@ def test_ocsf_output_validates_against_the_schema(sample_records: list[dict[str,
         assert event["severity_id"] in range(0, 7)
         unknown = set(event) - set(model.model_fields) - {"unmapped"}
         assert not unknown, (event["class_uid"], unknown)
+        if record["event_name"] == "milvus.server.access":  # the address the server saw
+            assert dumped["src_endpoint"]["ip"] == "127.0.0.1" and dumped["src_endpoint"]["port"] in (41162, 41168)
         seen.add(event["class_uid"])
     assert seen == {3002, 3001, 3005, 6003, 6005, 2004}
 
@@ -208,9 +218,14 @@ def test_ecs_output_uses_ecs_fields_and_types(sample_records: list[dict[str, Any
         assert isinstance(event.get("duration", 0), int)
         assert event.get("outcome", "success") in ("success", "failure", "unknown")
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT[\d:.]+Z", ecs["@timestamp"])
-        assert isinstance(event["sequence"], int) and len(event["hash"]) == 64
+        if record["event_name"] != "milvus.server.access":  # ingested without an integrity key
+            assert isinstance(event["sequence"], int) and len(event["hash"]) == 64
     connect = to_ecs(next(r for r in sample_records if r["attributes"].get("db.operation.name") == "connect"))
     assert connect["event"]["category"] == ["authentication"] and connect["user"]["name"] == "alice"
+    refused = to_ecs(next(r for r in sample_records if r["event_name"] == "milvus.server.access"))
+    assert refused["event"]["category"] == ["authentication"] and refused["event"]["reason"] == "authentication"
+    assert refused["user"]["name"] == "root" and refused["source"] == {"address": "127.0.0.1", "port": 41162}
+    assert refused["client"] == refused["source"]
 
 
 def test_cef_escapes_hostile_values(sample_records: list[dict[str, Any]]) -> None:
@@ -287,3 +302,24 @@ def test_collector_configs(path: Path) -> None:
             queue = config["exporters"][name]["sending_queue"]
             assert queue["enabled"] is True
             assert queue["storage"] in service["extensions"]  # persistent: survives a restart
+
+
+def test_the_ecs_pipeline_reads_each_rule_field_where_to_ecs_writes_it() -> None:
+    """`sigma convert --schema ecs` maps every field a rule reads; the ECS records must have it there,
+    for the audited clients' records and the server's (`milvus-audit ingest`) alike."""
+    from milvus_audit.siem.convert import ECS_FIELDS
+
+    fields = rule_fields()
+    resource = {"host.name": "app-1", "service.name": "search-api"}
+    for event_name in ("milvus.audit", "milvus.server.access"):
+        attributes = {field: f"v-{field}" for field in fields if field not in resource and field != "event_name"}
+        record = {"timestamp": "2026-11-29T00:00:00Z", "event_name": event_name, "trace_id": "ab" * 16,
+                  "span_id": "cd" * 8, "attributes": attributes, "resource": resource}
+        ecs = to_ecs(record)
+        expected = {**attributes, **resource, "event_name": event_name}
+        for field in fields:
+            path = ECS_FIELDS.get(field, f"milvus.{field}")
+            value: Any = ecs
+            for part in (path.split(".", 1) if path.startswith("milvus.") else path.split(".")):
+                value = value.get(part) if isinstance(value, dict) else None
+            assert value == expected[field], (event_name, field, path, value)

@@ -330,10 +330,12 @@ def _keygen(args: argparse.Namespace) -> int:
 def _sigma_list(args: argparse.Namespace) -> int:
     from milvus_audit.siem.sigma import build_rules
 
-    for rule in build_rules():
+    rules = build_rules()
+    width = max(len(rule["name"]) for rule in rules)
+    for rule in rules:
         kind = rule["correlation"]["type"] if "correlation" in rule else "event"
         tags = " ".join(t.removeprefix("attack.").upper() for t in rule["tags"])
-        _out(printable(f"{rule['name']:<34} {kind:<12} {rule['level']:<14} {tags:<18} {rule['title']}"))
+        _out(printable(f"{rule['name']:<{width}} {kind:<12} {rule['level']:<14} {tags:<18} {rule['title']}"))
     return 0
 
 

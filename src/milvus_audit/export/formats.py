@@ -17,6 +17,7 @@ the functions below, and verify re-derives it.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -139,7 +140,13 @@ def to_ecs(record: Mapping[str, Any]) -> dict[str, Any]:
     resource = record.get("resource") or {}
     if resource.get("service.name"):
         out["service"] = {"name": resource["service.name"]}
-    if resource.get("host.name"):  # the audited application is the source of the Milvus call
+    if resource.get("host.name"):  # where the record was made (the application; `ingest` for server records)
+        out["host"] = {"name": resource["host.name"]}
+    if attributes.get("client.address"):  # a server record: the address the server saw the call from
+        peer = {"address": attributes["client.address"], "port": attributes.get("client.port")}
+        out["client"] = peer
+        out["source"] = dict(peer)
+    elif resource.get("host.name"):  # the audited application is the source of the Milvus call
         out["source"] = {"address": resource["host.name"], "domain": resource["host.name"]}
     out["milvus"] = dict(attributes)
     out[ENVELOPE] = envelope(record)
@@ -169,6 +176,18 @@ def _ocsf_class(record: Mapping[str, Any], operation: Operation) -> tuple[int, i
     if operation.mutating:
         return API_ACTIVITY, 1 if operation.action is Action.CREATE else 3
     return API_ACTIVITY, 2
+
+
+def _endpoint(address: str, port: Any) -> dict[str, Any]:
+    """An OCSF network endpoint: `ip` when the address is one, else `hostname`."""
+    try:
+        ipaddress.ip_address(address)
+        endpoint: dict[str, Any] = {"ip": address}
+    except ValueError:
+        endpoint = {"hostname": address}
+    if isinstance(port, int):
+        endpoint["port"] = port
+    return endpoint
 
 
 def to_ocsf(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -209,7 +228,9 @@ def to_ocsf(record: Mapping[str, Any]) -> dict[str, Any]:
     service = {"name": "milvus"}
     endpoint = {"hostname": str(attributes.get("server.address") or "embedded"),
                 "port": attributes.get("server.port")} if attributes.get("server.address") else {"name": "embedded"}
-    src = {"name": str((record.get("resource") or {}).get("service.name") or "milvus-audit-client")}
+    src: dict[str, Any] = {"name": str((record.get("resource") or {}).get("service.name") or "milvus-audit-client")}
+    if attributes.get("client.address"):  # a server record: the address the server saw the call from
+        src = _endpoint(str(attributes["client.address"]), attributes.get("client.port"))
 
     if class_uid == AUTHENTICATION:
         event.update(user=actor_user, service=service, dst_endpoint=endpoint, src_endpoint=src,

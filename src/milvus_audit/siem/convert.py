@@ -26,6 +26,7 @@ ECS_FIELDS = {
     "user.name": "user.name",
     "host.name": "host.name",
     "service.name": "service.name",
+    "client.address": "client.address",
 }
 
 

@@ -6,11 +6,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from milvus_audit.detect.rules.base import SIGMA_PRINCIPAL, Alert, Observation, Param, Rule, account_of
-from milvus_audit.detect.rules.sigmaform import AUDIT, correlation, event_rule
+from milvus_audit.detect.rules.sigmaform import AUDIT, SERVER, correlation, event_rule
 from milvus_audit.model.catalog import Operation
-from milvus_audit.semconv import FAILURE_REASON, FailureReason
+from milvus_audit.semconv import FAILURE_REASON, USER_NAME, FailureReason
 
-AUTHENTICATION_FAILURE = "milvus_authentication_failure"  # the Sigma base rule (password_spray uses it too)
+AUTHENTICATION_FAILURE = "milvus_authentication_failure"  # the Sigma base rules (password_spray uses them too)
+SERVER_AUTHENTICATION_FAILURE = "milvus_server_authentication_failure"
 
 
 class BruteForce(Rule):
@@ -43,4 +44,14 @@ class BruteForce(Rule):
                        ["A service deployed with a stale password", "Password rotation in progress"], level="low"),
             correlation(cls.info, "milvus_brute_force", "Milvus brute force against one account", "event_count",
                         AUTHENTICATION_FAILURE, [SIGMA_PRINCIPAL], params["window_s"], params["threshold"]),
+            # The server's view: every wrong password the server refused, from any client (a bare
+            # SDK, curl, Attu), keyed by the user name the client claimed.
+            event_rule(cls.info, SERVER_AUTHENTICATION_FAILURE, "Milvus server refused a login",
+                       "The Milvus access log shows a connection or call rejected for bad or missing credentials.",
+                       {"selection": {**SERVER, FAILURE_REASON: FailureReason.AUTHENTICATION},
+                        "condition": "selection"},
+                       ["A service deployed with a stale password", "Password rotation in progress"], level="low"),
+            correlation(cls.info, "milvus_server_brute_force", "Milvus brute force against one account, "
+                        "seen by the server", "event_count", SERVER_AUTHENTICATION_FAILURE, [USER_NAME],
+                        params["window_s"], params["threshold"]),
         ]

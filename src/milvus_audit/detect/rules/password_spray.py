@@ -7,10 +7,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from milvus_audit.detect.rules.base import Alert, Observation, Param, Rule, client_of
-from milvus_audit.detect.rules.brute_force import AUTHENTICATION_FAILURE
+from milvus_audit.detect.rules.brute_force import AUTHENTICATION_FAILURE, SERVER_AUTHENTICATION_FAILURE
 from milvus_audit.detect.rules.sigmaform import correlation
 from milvus_audit.model.catalog import Operation
-from milvus_audit.semconv import HOST_NAME, USER_NAME, FailureReason
+from milvus_audit.semconv import CLIENT_ADDRESS, HOST_NAME, USER_NAME, FailureReason
 
 
 class PasswordSpray(Rule):
@@ -75,8 +75,12 @@ class PasswordSpray(Rule):
 
     @classmethod
     def sigma(cls, params: Mapping[str, float]) -> list[dict[str, Any]]:
-        # The engine keys on `client.address`, else `host.name`; audit records carry neither, the
-        # resource does (`host.name`), so a SIEM groups by host and the engine sees one client.
+        # The engine keys on `client.address`, else `host.name`. Audit records carry neither, the
+        # resource does (`host.name`), so a SIEM groups them by host and the engine sees one client;
+        # server records carry the address the server saw.
         return [correlation(cls.info, "milvus_password_spray", "Milvus password spray from one client",
                             "value_count", AUTHENTICATION_FAILURE, [HOST_NAME], params["window_s"],
-                            params["distinct_users"], field=USER_NAME)]
+                            params["distinct_users"], field=USER_NAME),
+                correlation(cls.info, "milvus_server_password_spray", "Milvus password spray from one "
+                            "address, seen by the server", "value_count", SERVER_AUTHENTICATION_FAILURE,
+                            [CLIENT_ADDRESS], params["window_s"], params["distinct_users"], field=USER_NAME)]

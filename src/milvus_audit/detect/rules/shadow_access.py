@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from milvus_audit.detect.rules.base import Alert, Observation, Param, Rule
-from milvus_audit.detect.rules.sigmaform import EVENT_NAME, event_rule
+from milvus_audit.detect.rules.sigmaform import SERVER, event_rule
 from milvus_audit.model.catalog import RPCS, Category, Operation, rpc_lookup
 from milvus_audit.semconv import (
     CLIENT_ADDRESS,
@@ -32,7 +32,6 @@ from milvus_audit.semconv import (
     FAILURE_REASON,
     OUTCOME,
     RPC_METHOD,
-    SERVER_ACCESS_EVENT,
     SOURCE,
     SOURCE_SERVER,
     USER_NAME,
@@ -195,11 +194,10 @@ class ShadowAccess(Rule):
         # Sigma cannot say "no client record with this trace id within grace_s": the rule selects
         # the state-changing and RBAC server accesses, which a SIEM joins to client records on
         # trace_id (docs/siem.md, docs/server-logs.md). The engine and `reconcile` do the join.
-        server = {EVENT_NAME: SERVER_ACCESS_EVENT, SOURCE: SOURCE_SERVER}
         return [event_rule(cls.info, "milvus_shadow_access", "Milvus server access to join against audited clients",
                            "A state-changing or RBAC call in the Milvus server's access log. Shadow access "
                            "when no audited client record has its trace id (the in-process engine and "
                            "`milvus-audit reconcile` do that join).",
-                           {"selection": {**server, RPC_METHOD: sensitive_rpcs()}, "condition": "selection"},
+                           {"selection": {**SERVER, RPC_METHOD: sensitive_rpcs()}, "condition": "selection"},
                            ["Every audited application's own calls: join on trace_id to keep only shadow access"],
                            level="medium")]

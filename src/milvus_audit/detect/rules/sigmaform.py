@@ -13,11 +13,15 @@ from typing import Any
 
 from milvus_audit.detect.rules.base import RuleInfo
 from milvus_audit.model.catalog import Action, Shape, operations
-from milvus_audit.semconv import AUDIT_EVENT
+from milvus_audit.semconv import AUDIT_EVENT, SERVER_ACCESS_EVENT, SOURCE, SOURCE_SERVER
 
 LOGSOURCE = {"product": "milvus", "service": "audit"}
 EVENT_NAME = "event_name"  # the record's event name, as the collector ships it
-AUDIT: Mapping[str, str] = {EVENT_NAME: AUDIT_EVENT}  # every base rule selects audit records
+AUDIT: Mapping[str, str] = {EVENT_NAME: AUDIT_EVENT}  # the audited clients' records
+# The server's access log (`milvus-audit ingest`): the server-access variants of the rules select
+# these. Sigma cannot join them to client records by trace id, so a variant counts every client
+# of the server, audited or not (docs/siem.md).
+SERVER: Mapping[str, str] = {EVENT_NAME: SERVER_ACCESS_EVENT, SOURCE: SOURCE_SERVER}
 _NAMESPACE = uuid.UUID("6f1c2d6e-4d7a-4f0a-9a55-0d6b9a1e3c10")
 _DATE = "2026-11-27"
 _REFERENCES = ["https://github.com/milvus-audit/milvus-audit/blob/main/docs/detection.md"]

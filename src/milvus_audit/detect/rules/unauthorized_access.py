@@ -6,11 +6,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from milvus_audit.detect.rules.base import SIGMA_PRINCIPAL, Alert, Observation, Param, Rule
-from milvus_audit.detect.rules.sigmaform import AUDIT, correlation, event_rule
+from milvus_audit.detect.rules.sigmaform import AUDIT, SERVER, correlation, event_rule
 from milvus_audit.model.catalog import Category, Operation
 from milvus_audit.semconv import CATEGORY, DB_OPERATION_NAME, FAILURE_REASON, FailureReason
-
-PERMISSION_DENIED = "milvus_permission_denied"
 
 
 class UnauthorizedAccess(Rule):
@@ -43,17 +41,22 @@ class UnauthorizedAccess(Rule):
 
     @classmethod
     def sigma(cls, params: Mapping[str, float]) -> list[dict[str, Any]]:
-        denied = {**AUDIT, FAILURE_REASON: FailureReason.PERMISSION_DENIED}
         rbac = {CATEGORY: Category.RBAC.value}
-        return [
-            event_rule(cls.info, PERMISSION_DENIED, "Milvus permission denied",
-                       "The server refused a call for a missing privilege (RBAC calls have a rule of their own).",
-                       {"selection": denied, "rbac": rbac, "condition": "selection and not rbac"},
-                       ["An application probing its own privileges at start-up"], level="low"),
-            correlation(cls.info, "milvus_unauthorized_access", "Milvus repeated permission denials", "event_count",
-                        PERMISSION_DENIED, [SIGMA_PRINCIPAL], params["window_s"], params["threshold"]),
-            event_rule(cls.info, "milvus_rbac_permission_denied", "Milvus RBAC call refused",
-                       "A principal tried to change users, roles or privileges without the right to.",
-                       {"selection": {**denied, **rbac}, "condition": "selection"},
-                       ["An administrator working under the wrong account"], level="high"),
-        ]
+        rules: list[dict[str, Any]] = []
+        # The audited clients' records, then the server's access log (any client, keyed by user).
+        for stream, prefix, seen in ((AUDIT, "milvus_", ""), (SERVER, "milvus_server_", ", seen by the server")):
+            denied = {**stream, FAILURE_REASON: FailureReason.PERMISSION_DENIED}
+            base = f"{prefix}permission_denied"
+            rules += [
+                event_rule(cls.info, base, f"Milvus permission denied{seen}",
+                           "The server refused a call for a missing privilege (RBAC calls have a rule of their own).",
+                           {"selection": denied, "rbac": rbac, "condition": "selection and not rbac"},
+                           ["An application probing its own privileges at start-up"], level="low"),
+                correlation(cls.info, f"{prefix}unauthorized_access", f"Milvus repeated permission denials{seen}",
+                            "event_count", base, [SIGMA_PRINCIPAL], params["window_s"], params["threshold"]),
+                event_rule(cls.info, f"{prefix}rbac_permission_denied", f"Milvus RBAC call refused{seen}",
+                           "A principal tried to change users, roles or privileges without the right to.",
+                           {"selection": {**denied, **rbac}, "condition": "selection"},
+                           ["An administrator working under the wrong account"], level="high"),
+            ]
+        return rules
