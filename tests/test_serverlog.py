@@ -267,6 +267,16 @@ def test_ingest_resumes_from_state_with_stable_ids(tmp_path: Path) -> None:
     assert "1, 2" not in out.read_text()  # the delete's literals never leave
 
 
+def test_ingest_shows_backlog_progress_only_on_a_terminal(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    log = tmp_path / "access.log"
+    log.write_text("\n".join(RECORDED * 50) + "\n")
+    _ingest_jsonl([str(log)], tmp_path / "a.jsonl", progress=True)  # as on a terminal
+    shown = capsys.readouterr().err
+    assert "ingest" in shown and "200 lines" in shown and "\r" in shown
+    _ingest_jsonl([str(log)], tmp_path / "b.jsonl")  # stderr is not a terminal here
+    assert capsys.readouterr().err == ""
+
+
 def test_reconcile_on_recorded_files(tmp_path: Path) -> None:
     log, clients = tmp_path / "access.log", tmp_path / "client.jsonl"
     log.write_text("\n".join(RECORDED) + "\n")

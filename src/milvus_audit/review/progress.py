@@ -1,26 +1,16 @@
-"""Progress bars for the long-running commands (report, tune, replay, verify): tqdm on
-standard error when it is a terminal, nothing when it is piped or redirected (so what a
-script captures is never mixed with bars). `MILVUS_AUDIT_PROGRESS=0` turns them off, `=1` on."""
+"""The review commands' progress bar over their input files (runtime/progress.py decides
+whether one is shown)."""
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from milvus_audit.export.jsonl import STDIN, Progress
+from milvus_audit.runtime.progress import byte_bar, wanted
 
-
-def wanted() -> bool:
-    forced = os.environ.get("MILVUS_AUDIT_PROGRESS")
-    if forced is not None:
-        return forced not in ("", "0", "false", "no")
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):
-        return False
+__all__ = ["progress_bar", "wanted"]
 
 
 @contextmanager
@@ -28,11 +18,6 @@ def progress_bar(paths: Sequence[str | Path], what: str, passes: int = 1) -> Ite
     """A callback taking bytes read (what `iter_jsonl(progress=...)` calls), or None when no
     bar is wanted. The total is the files' sizes (compressed, for gzip) times `passes`."""
     if not wanted():
-        yield None
-        return
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover - tqdm is a dependency
         yield None
         return
     total = 0
@@ -44,8 +29,10 @@ def progress_bar(paths: Sequence[str | Path], what: str, passes: int = 1) -> Ite
             total += Path(path).stat().st_size
         except OSError:
             pass
-    bar = tqdm(total=total * passes or None, desc=what, unit="B", unit_scale=True, unit_divisor=1024,
-               file=sys.stderr, leave=False, dynamic_ncols=True, mininterval=0.2)
+    bar = byte_bar(total * passes, what)
+    if bar is None:
+        yield None
+        return
     try:
         yield bar.update
     finally:

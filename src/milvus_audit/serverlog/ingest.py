@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from milvus_audit import semconv
 from milvus_audit.model.record import AuditEvent
+from milvus_audit.runtime.progress import byte_bar
 from milvus_audit.serverlog.parse import AccessLogParser, ParseStats, ServerRecord
 from milvus_audit.serverlog.tail import Line, Tailer, load_state, save_state
 
@@ -111,29 +111,24 @@ class OTelSink:
         return self._flush()
 
 
-class _Progress:
-    """A one-line progress meter on a terminal while a backlog is read."""
+class _Backlog:
+    """Progress through the backlog on a terminal (a tqdm bar); gone once ingest is following."""
 
-    def __init__(self, total_bytes: int, enabled: bool) -> None:
-        self.total = total_bytes
-        self.enabled = enabled and total_bytes > 0
-        self.done = 0
-        self._last = 0.0
+    def __init__(self, total_bytes: int, enabled: bool | None) -> None:
+        self._bar: Any = byte_bar(total_bytes, "ingest", enabled) if total_bytes > 0 else None
+        self._done = 0
 
-    def update(self, done_bytes: int, lines: int, final: bool = False) -> None:
-        if not self.enabled:
-            return
-        self.done = done_bytes
-        now = time.monotonic()
-        if not final and now - self._last < 0.2:
-            return
-        self._last = now
-        share = min(1.0, done_bytes / self.total) if self.total else 1.0
-        bar = "#" * int(share * 30)
-        sys.stderr.write(f"\ringest [{bar:<30}] {share:6.1%} {lines} lines")
-        if final:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
+    def update(self, done_bytes: int, lines: int) -> None:
+        if self._bar is not None and done_bytes > self._done:
+            self._bar.update(done_bytes - self._done)
+            self._done = done_bytes
+            self._bar.set_postfix_str(f"{lines} lines", refresh=False)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.refresh()  # the final count, however fast the backlog went
+            self._bar.close()
+            self._bar = None
 
 
 def _client_records(tailer: Tailer) -> Iterable[AuditEvent]:
@@ -163,7 +158,7 @@ def ingest(paths: list[str], sink: RecordSink, *, parser: AccessLogParser | None
     tailer = Tailer(paths, load_state(state_path), follow=follow, poll_s=poll_s)
     clients = Tailer(client_paths or [], follow=follow, poll_s=poll_s) if client_paths else None
     result = IngestResult(parser.stats, files=list(paths))
-    meter = _Progress(tailer.backlog_bytes(), sys.stderr.isatty() if progress is None else progress)
+    backlog = _Backlog(tailer.backlog_bytes(), progress)
     read_bytes = 0
     pending_lines: Line | None = None
     batch = 0
@@ -198,7 +193,7 @@ def ingest(paths: list[str], sink: RecordSink, *, parser: AccessLogParser | None
                 batch += 1
                 if batch >= _BATCH_LINES or time.monotonic() - batch_started >= _BATCH_S:
                     checkpoint()
-                meter.update(read_bytes, parser.stats.lines)
+                backlog.update(read_bytes, parser.stats.lines)
             if batch:
                 checkpoint()
             if not follow or (stop is not None and stop()):
@@ -206,14 +201,14 @@ def ingest(paths: list[str], sink: RecordSink, *, parser: AccessLogParser | None
             if detector is not None:
                 detector.tick(time.time())
             if not got:
-                meter.enabled = False  # the backlog is read: following from here on
+                backlog.close()  # the backlog is read: following from here on
                 time.sleep(poll_s)
                 if stop is not None and stop():
                     break
     finally:
         if batch:
             checkpoint()
-        meter.update(read_bytes, parser.stats.lines, final=True)
+        backlog.close()
         tailer.close()
         if clients is not None:
             clients.close()
