@@ -403,6 +403,11 @@ class Spool:
                                "milvus_audit.gap.reason": "spool full: oldest records dropped"}}
 
     # -- reading and acknowledging ------------------------------------------------------
+    def wake_reader(self) -> None:
+        """A `read` waiting for records returns now: its exporter has other work (a flush)."""
+        with self._lock:
+            self._has_data.notify_all()
+
     def read(self, limit: int, wait_s: float = 0.5) -> tuple[list[dict[str, Any]], tuple[int, int, int]]:
         """Up to `limit` unacknowledged records (a gap record first, if records were dropped),
         and the cursor to `ack` once they are delivered. The lock is held while the raw entries
@@ -551,6 +556,7 @@ class SpoolProcessor(LogRecordProcessor):
         self._adopted: list[Spool] = []  # orphaned sub-spools this exporter holds and delivers
         self._scans_wanted = 0  # force_flush asks for a look for orphans ...
         self._scans_done = 0  # ... and waits until one started after its request is done
+        self._progress = threading.Condition()  # notified after each scan and delivery, for force_flush
         self._backoff = 0.1
         self._thread = background_thread(self._run, "milvus-audit-spool")
         self._thread.start()
@@ -568,12 +574,14 @@ class SpoolProcessor(LogRecordProcessor):
     def _run(self) -> None:
         next_scan = 0.0
         while not self._stopping.is_set():
+            self._signal_progress()  # what the last pass delivered
             try:
                 if self._scans_wanted > self._scans_done or time.monotonic() >= next_scan:
                     wanted = self._scans_wanted
                     self._adopted.extend(self.spool.orphans())
                     self._scans_done = wanted
                     next_scan = time.monotonic() + self.adopt_interval_s
+                    self._signal_progress()  # a force_flush waiting for this scan
                 if not self._adopted:
                     if self._deliver(self.spool, wait_s=0.5) == "partial":
                         self._hurry.wait(self.linger_s)
@@ -593,6 +601,10 @@ class SpoolProcessor(LogRecordProcessor):
         for orphan in self._adopted:
             orphan.close()  # undelivered: left, and released, for the next exporter
         self._adopted = []
+
+    def _signal_progress(self) -> None:
+        with self._progress:
+            self._progress.notify_all()
 
     def _deliver(self, spool: Spool, wait_s: float) -> str:
         """Send one batch of `spool`: "empty", "partial" or "full" when delivered, "failed" otherwise."""
@@ -621,13 +633,15 @@ class SpoolProcessor(LogRecordProcessor):
         deadline = time.monotonic() + timeout_s
         self._scans_wanted += 1
         wanted = self._scans_wanted
-        while time.monotonic() < deadline:
-            if self._scans_done >= wanted and not self._adopted and not self.spool.pending():
-                return True
-            if not self._thread.is_alive():
-                return False
-            self._hurry.set()
-            time.sleep(0.01)
+        with self._progress:
+            while time.monotonic() < deadline:
+                if self._scans_done >= wanted and not self._adopted and not self.spool.pending():
+                    return True
+                if not self._thread.is_alive():
+                    return False
+                self._hurry.set()
+                self.spool.wake_reader()  # the exporter may be waiting up to 0.5 s for new records
+                self._progress.wait(0.01)
         return False
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:

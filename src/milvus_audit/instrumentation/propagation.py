@@ -12,9 +12,10 @@ inside an audited call (connect included), the channel sends:
 
 It is added once per channel, when an audited client creates the channel
 (`AuditConfig(propagate=False)` leaves it out): a thin channel wrapper under pymilvus's own
-interceptors (sync), an interceptor in the channel's list (asyncio); nothing is rebuilt per call. Channels a
-bare client created before (pymilvus shares a connection between clients with the same
-URI and token) carry no interceptor. Needs pymilvus 3; with older versions nothing is sent.
+interceptors (sync), an interceptor in the channel's list (asyncio); nothing is rebuilt per
+call. A connection pymilvus shares with a client made before the audited one (same URI and
+token) gets it when the audited client is made (`mark`). Needs pymilvus 3; with older
+versions nothing is sent.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from milvus_audit.runtime.diagnostics import INTERNAL_ERRORS
 # it later, on first use: the client is marked, and its connection manager call sets it then.
 _INSTALLING: contextvars.ContextVar[bool] = contextvars.ContextVar("milvus_audit_propagate", default=False)
 _CLIENT_FLAG = "_milvus_audit_propagate"
-_HANDLER_FLAG = "_milvus_audit_propagating"  # on a connection handler whose channel has the interceptor
+_HANDLER_FLAG = "_milvus_audit_propagating"  # on a connection handler whose channel propagates
 _REQUEST_ID = "client-request-id"
 
 
@@ -183,7 +184,7 @@ class AsyncPropagator(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[mis
 
 @contextmanager
 def propagating(enabled: bool) -> Iterator[None]:
-    """Channels created inside this block (by a client's constructor) get the interceptor."""
+    """Channels created inside this block (by a client's constructor) propagate."""
     if not enabled:
         yield
         return
@@ -197,7 +198,7 @@ def propagating(enabled: bool) -> Iterator[None]:
 
 def mark(client: Any) -> None:
     """After an audited client's construction: a connection it shares with clients made before
-    gets the interceptor now; an asyncio client, which connects on first use, gets it then."""
+    propagates from now on; an asyncio client, which connects on first use, gets it then."""
     if client is None or not hasattr(client, "__dict__"):
         return
     client.__dict__[_CLIENT_FLAG] = True
@@ -207,7 +208,7 @@ def mark(client: Any) -> None:
 
 
 def _ensure(handler: Any) -> None:
-    """Add the interceptor to a handler's existing channel, once (pymilvus shares a connection
+    """Make a handler's existing channel propagate, once (pymilvus shares a connection
     between clients with the same URI and token, so it may predate the audited client)."""
     state = getattr(handler, "__dict__", None)
     if state is None or state.get(_HANDLER_FLAG):
