@@ -279,6 +279,31 @@ def test_promise_every_sink_sees_the_same_valid_utf8(tmp_path: Path) -> None:
     assert all(ascii_only[k] is v for k, v in same.items())  # the fast path leaves values alone
 
 
+def test_promise_a_calls_span_and_record_are_valid_utf8(lite_uri: str) -> None:
+    """Through an audited client: a collection name no UTF-8 can carry reaches the span's name,
+    the span's attributes and the record as U+FFFD, and both encode."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    logs, spans = InMemoryLogRecordExporter(), InMemorySpanExporter()  # type: ignore[no-untyped-call]
+    logger_provider, tracer_provider = LoggerProvider(), TracerProvider()
+    logger_provider.add_log_record_processor(SimpleLogRecordProcessor(logs))
+    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+    client = milvus_audit.MilvusClient(lite_uri, audit=AuditConfig(logger_provider=logger_provider,
+                                                                    tracer_provider=tracer_provider))
+    with pytest.raises(Exception):  # whatever pymilvus raises, the audit must encode
+        client.describe_collection("docs\ud800")
+    client.close()
+    (span,) = [s for s in spans.get_finished_spans() if s.name.startswith("describe_collection")]
+    assert span.name == "describe_collection docs\ufffd" and span.attributes["db.collection.name"] == "docs\ufffd"
+    encode_spans([span]).SerializeToString()
+    (record,) = [r for r in logs.get_finished_logs()
+                 if r.log_record.attributes["db.operation.name"] == "describe_collection"]
+    assert record.log_record.attributes["db.collection.name"] == "docs\ufffd"
+    encode_logs([record]).SerializeToString()
+
+
 # -- hostile input: findings naming file:line, never a traceback -----------------------------
 def test_promise_verify_reports_hostile_lines(streams: dict[str, Path], tmp_path: Path) -> None:
     good = streams["otel"].read_text().splitlines()

@@ -36,7 +36,7 @@ from milvus_audit.model.plan import CallPlan, Measure, filter_attribute
 from milvus_audit.model.policy import EXCLUDE, RECORD, SAMPLE, OperationPolicy, Verdict, protected_failure
 from milvus_audit.model.record import AuditEvent, Sink
 from milvus_audit.model.sanitize import scrub_message
-from milvus_audit.otel.emitter import OTelEmitter
+from milvus_audit.otel.emitter import OTelEmitter, valid_utf8
 from milvus_audit.otel.spans import CallSpan
 from milvus_audit.runtime.context import _ENDUSER
 from milvus_audit.runtime.diagnostics import INTERNAL_ERRORS
@@ -258,6 +258,7 @@ class Auditor:
             enduser = _ENDUSER.get()
             if enduser:
                 attributes.update(enduser)
+            valid_utf8(attributes)  # once, before the span's name and attributes are taken from them
             parent = otel_context.get_current()
             span = self.emitter.start_span(plan.operation.name, attributes, parent)
             context = trace.set_span_in_context(span.span(), parent)
@@ -307,6 +308,7 @@ class Auditor:
             duration = time.perf_counter() - call.start
             otel_context.detach(call.token)
             end, failure = self.end_attributes(call, exc, duration)
+            valid_utf8(end)
             attributes = call.attributes
             attributes.update(end)
             record, drop = True, NO_DROP

@@ -124,10 +124,10 @@ class OTelEmitter:
         return not isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
 
     def start_span(self, operation: str, attributes: dict[str, Any], parent: Context) -> CallSpan:
+        """The call's span; `attributes` already valid UTF-8 (`valid_utf8`, which the auditor runs)."""
         collection = attributes.get("db.collection.name")
         name = f"{operation} {collection}" if collection else operation
         core = {key: attributes[key] for key in SPAN_KEYS if key in attributes}
-        valid_utf8(core)
         return self.spans.start(name, core, parent)
 
     def finish_span(self, span: CallSpan, end: dict[str, Any], failure: Failure | None,
@@ -137,10 +137,11 @@ class OTelEmitter:
         self.spans.end(span, end_attributes, failure is not None, message, start_ns, end_ns)
 
     def emit(self, event: AuditEvent, context: Context | None, duration_s: float | None) -> None:
-        """Emit the event's log record (and, for calls, queue its metrics)."""
+        """Emit a call's log record and queue its metrics. Its attributes are valid UTF-8
+        already: the auditor checks them as it builds them (`valid_utf8`)."""
         attributes = event.attributes
         severity = "WARN" if event.failed else "INFO"
-        self.emit_record(event.event_name, severity, attributes, event.timestamp_ns, context)
+        self.emit_record(event.event_name, severity, attributes, event.timestamp_ns, context, checked=True)
         if duration_s is not None:
             BACKGROUND.submit(self._record_metrics, duration_s, attributes)
 
@@ -153,15 +154,16 @@ class OTelEmitter:
             self.returned_rows.record(rows, metric_attributes)
 
     def emit_record(self, event_name: str, severity: str, attributes: dict[str, Any],
-                    timestamp_ns: int | None = None, context: Context | None = None) -> None:
+                    timestamp_ns: int | None = None, context: Context | None = None, checked: bool = False) -> None:
         """Emit one record (a call's, an alert's, a response's); with an integrity key, sealed
         into the chain first. Without a timestamp it is stamped now, by the configured clock.
 
-        String values are made valid UTF-8 first, in place: every sink (the OTLP encoder,
-        the files, detection, which gets this same dict) then sees the same values."""
+        String values are made valid UTF-8 first (unless `checked`), in place: every sink (the
+        OTLP encoder, the files, detection, which gets this same dict) then sees the same values."""
         if timestamp_ns is None:
             timestamp_ns = self.now_ns()
-        valid_utf8(attributes)
+        if not checked:
+            valid_utf8(attributes)
         chain = self.chain
         if chain is not None:
             if not context:  # as the SDK does: the current context

@@ -241,7 +241,8 @@ class AccessLogParser:
         self._by_method: dict[str, tuple[Pattern, ...]] = {}
 
     def _candidates(self, line: str) -> tuple[Pattern, ...] | None:
-        """The formatters to try for `line`, or None when it cannot be an access line of any."""
+        """The formatters to try for `line`, or None when it cannot be an access line of any;
+        the one that read this method's last line first (a log has one server version's format)."""
         prefix = self._prefix
         if prefix is None:
             return self.patterns
@@ -287,6 +288,10 @@ class AccessLogParser:
                 continue
             record.where = where
             stats.access += 1
+            if pattern is not candidates[0] and self._prefix is not None:  # type: ignore[index]
+                method = fields["method_name"].strip()
+                if method in self._by_method:
+                    self._by_method[method] = (pattern, *(p for p in self._by_method[method] if p is not pattern))
             return record
         if any(marker in line for marker in self.markers):
             stats.report(where, "an access line that fits no formatter (truncated or garbled)")
