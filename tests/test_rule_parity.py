@@ -73,7 +73,7 @@ pytest.importorskip("sigma.backends.sqlite")
 T0 = 1_800_000_000  # a multiple of 900: every section starts on a minute
 SECTION_S = 900
 HOST, SERVICE = "app-1", "search-api"
-INTRUDER_ADDRESS = "10.9.8.7"  # where the server records' calls come from
+PEER_ADDRESS = "10.9.8.7"  # the address the server logs for every server record here
 SERVICE_NAME = "service.name"
 
 
@@ -107,7 +107,7 @@ class Workload:
         method = rpc_lookup(rpc)
         attrs: dict[str, Any] = {SOURCE: SOURCE_SERVER, RPC_METHOD: rpc, CATEGORY: method.category.value,
                                  MUTATING: method.mutating, OUTCOME: FAILURE if failure else SUCCESS,
-                                 DURATION_MS: 5.0, USER_NAME: user, CLIENT_ADDRESS: INTRUDER_ADDRESS,
+                                 DURATION_MS: 5.0, USER_NAME: user, CLIENT_ADDRESS: PEER_ADDRESS,
                                  CLIENT_PORT: 40000 + seq, SDK: "Python-3.0.2"}
         if failure:
             attrs[FAILURE_REASON] = failure
@@ -409,8 +409,8 @@ def test_the_crossings_are_the_ones_the_workload_was_built_for(sigma: Sigma, eve
     assert sigma.crossings("milvus_password_spray") == {(HOST, s(1) + 15, 4.0), (HOST, s(1) + 20, 5.0)}
     assert sigma.crossings("milvus_unauthorized_access") == {("intruder", s(2) + 6, 3.0), ("intruder", s(2) + 9, 4.0)}
     assert sigma.crossings("milvus_server_brute_force") == {("root", s(11) + 8, 5.0), ("root", s(11) + 10, 6.0)}
-    assert sigma.crossings("milvus_server_password_spray") == {(INTRUDER_ADDRESS, s(12) + 15, 4.0),
-                                                               (INTRUDER_ADDRESS, s(12) + 20, 5.0)}
+    assert sigma.crossings("milvus_server_password_spray") == {(PEER_ADDRESS, s(12) + 15, 4.0),
+                                                               (PEER_ADDRESS, s(12) + 20, 5.0)}
     assert sigma.crossings("milvus_server_unauthorized_access") == {("intruder", s(13) + 6, 3.0),
                                                                     ("intruder", s(13) + 9, 4.0)}
     assert sigma.crossings("milvus_resource_exhaustion") == {("loader", s(3) + 10, 3.0)}
