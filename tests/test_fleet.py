@@ -207,19 +207,22 @@ def test_redis_killed_and_restarted(fleet: Any, redis_server: RedisServer) -> No
     a, b = fleet(2, {"brute_force": {"threshold": 20}})
     redis_server.kill()
     time.sleep(1.5)  # both notice within a heartbeat
-    # p99 per round, calls interleaved with the same app without shared state (this machine's
-    # cores are shared: the median of 5 rounds' p99s, so one noisy round does not decide)
+    # p99 per round, calls interleaved with the same app without shared state. This machine's
+    # cores are shared and a p99 of 4,000 calls rests on 40 of them: each round's two p99s are
+    # compared with each other (the round's conditions cancel), and the median of 9 rounds'
+    # ratios decides, so a noisy round or two do not.
     shared_p99s, local_p99s = [], []
-    for _ in range(5):
+    for _ in range(9):
         outage = a.ask(op="latencies", calls=4000)
         assert outage["failed"] == 0
         shared_p99s.append(statistics.quantiles(outage["shared_us"], n=100)[98])
         local_p99s.append(statistics.quantiles(outage["local_us"], n=100)[98])
+    ratio = statistics.median(s / local for s, local in zip(shared_p99s, local_p99s, strict=True))
     shared_p99, local_p99 = statistics.median(shared_p99s), statistics.median(local_p99s)
     REPORT["outage p99 us"] = (shared_p99, local_p99)
-    print(f"\np99 during the outage: {shared_p99:.0f} µs with shared state, {local_p99:.0f} µs without "
-          f"(rounds: {[round(x) for x in shared_p99s]} vs {[round(x) for x in local_p99s]})")
-    assert shared_p99 <= 1.1 * local_p99
+    print(f"\np99 during the outage: {shared_p99:.0f} µs with shared state, {local_p99:.0f} µs without, "
+          f"median ratio {ratio:.3f} (rounds: {[round(x) for x in shared_p99s]} vs {[round(x) for x in local_p99s]})")
+    assert ratio <= 1.1
     # detection works locally meanwhile (20 failures in one process) ...
     a.ask(op="fail_login", user="solo", times=20)
     time.sleep(0.3)
