@@ -129,21 +129,19 @@ class TracingChannel(grpc.Channel):  # type: ignore[misc]
     def unary_unary(self, method: str, request_serializer: Any = None, response_deserializer: Any = None,
                     _registered_method: bool = False) -> Any:
         key = (method, request_serializer, response_deserializer, _registered_method, False)
-        traced = self._callables.get(key)
-        if traced is None:
-            options = {"_registered_method": True} if _registered_method else {}  # older grpc has no such option
-            traced = self._callables[key] = _TracedCallable(
-                self._channel.unary_unary(method, request_serializer, response_deserializer, **options))
-        return traced
+        return self._callables.get(key) or self._traced(key, self._channel.unary_unary)
 
     def unary_stream(self, method: str, request_serializer: Any = None, response_deserializer: Any = None,
                      _registered_method: bool = False) -> Any:
         key = (method, request_serializer, response_deserializer, _registered_method, True)
-        traced = self._callables.get(key)
-        if traced is None:
-            options = {"_registered_method": True} if _registered_method else {}
-            traced = self._callables[key] = _TracedCallable(
-                self._channel.unary_stream(method, request_serializer, response_deserializer, **options))
+        return self._callables.get(key) or self._traced(key, self._channel.unary_stream)
+
+    def _traced(self, key: tuple[Any, ...], make: Callable[..., Any]) -> _TracedCallable:
+        """The first RPC of a method: its callable from the channel under, wrapped and kept."""
+        method, request_serializer, response_deserializer, registered, _ = key
+        options = {"_registered_method": True} if registered else {}  # older grpc has no such option
+        traced = self._callables[key] = _TracedCallable(make(method, request_serializer, response_deserializer,
+                                                             **options))
         return traced
 
     def stream_unary(self, *args: Any, **kwargs: Any) -> Any:

@@ -10,7 +10,7 @@ from pathlib import Path
 from milvus_audit.export.jsonl import STDIN, Progress
 from milvus_audit.runtime.progress import byte_bar, wanted
 
-__all__ = ["progress_bar", "wanted"]
+__all__ = ["progress_bar"]
 
 
 @contextmanager
